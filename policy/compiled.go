@@ -1,0 +1,268 @@
+package policy
+
+import (
+	"time"
+)
+
+// Compiled is the form of a finalized Config that the engine reads on
+// every request: targets and providers numbered densely so that state can
+// live in flat arrays, and each retry_policy turned into Rules. It is
+// immutable and safe for concurrent use.
+//
+// Identifiers: target i has identifier i; provider j has identifier
+// NumTargets()+j. Health state is keyed by identifier.
+type Compiled struct {
+	Targets    []string // target index → target id
+	Providers  []string // provider index → provider name
+	ProviderOf []int    // target index → provider index
+	Models     []string // target index → model name without its provider prefix
+	Rules      []*Rules // target index → its retry policy; nil when it has none
+	index      map[string]int
+}
+
+// NumTargets returns the number of configured targets.
+func (c *Compiled) NumTargets() int { return len(c.Targets) }
+
+// NumIDs returns the number of identifiers: targets plus providers.
+func (c *Compiled) NumIDs() int { return len(c.Targets) + len(c.Providers) }
+
+// Lookup returns the index of a configured target.
+func (c *Compiled) Lookup(target string) (int, bool) {
+	i, ok := c.index[target]
+	return i, ok
+}
+
+// ProviderID returns the identifier of target t's provider.
+func (c *Compiled) ProviderID(t int) int { return len(c.Targets) + c.ProviderOf[t] }
+
+// ID returns the identifier a block with the given scope uses for target t.
+func (c *Compiled) ID(t int, s Scope) int {
+	if s == ScopeProvider {
+		return c.ProviderID(t)
+	}
+	return t
+}
+
+// IDName returns the target id or provider name of an identifier.
+func (c *Compiled) IDName(id int) string {
+	if id < len(c.Targets) {
+		return c.Targets[id]
+	}
+	return c.Providers[id-len(c.Targets)]
+}
+
+// SameProvider reports whether targets a and b have the same provider.
+func (c *Compiled) SameProvider(a, b int) bool { return c.ProviderOf[a] == c.ProviderOf[b] }
+
+// Action is what a classification resolves to: where to go next and how
+// many failures of that key the request may have.
+type Action struct {
+	Strategy    Strategy
+	MaxAttempts int // ≥ 1; a configured 0 behaves as 1
+}
+
+// Key identifies a failure counter of a request (SPEC §1.1): each HTTP
+// status separately, all timeouts together, all latency events together.
+type Key int
+
+// The non-status keys.
+const (
+	KeyTimeout Key = -1
+	KeyLatency Key = -2
+)
+
+// Rules is a compiled retry_policy.
+type Rules struct {
+	Fallbacks        []int // configured fallback targets, in order, without duplicates
+	Default          Action
+	Timeout          Action // on_timeout, or Default
+	Latency          *LatencyRule
+	Backoff          *BackoffRule
+	RetryAfter       RetryAfterRule
+	Budget           time.Duration // max_retry_duration_ms; 0 = no budget
+	SameModelRetries int
+
+	first   [600 - 100]uint8 // status code - 100 → index+1 of the first entry that lists it
+	actions []Action         // per on_status_codes entry
+	sets    []CodeSet        // per on_status_codes entry
+}
+
+// LatencyRule is a compiled on_high_latency.
+type LatencyRule struct {
+	Threshold   time.Duration
+	Measure     Measure
+	MinTriggers int
+	Window      time.Duration
+	Block       time.Duration
+	Scope       Scope
+	ApplyTo     ApplyTo
+	Action      Action
+}
+
+// BackoffRule is a compiled backoff.
+type BackoffRule struct {
+	Gate   BackoffApply
+	Base   time.Duration
+	Max    time.Duration
+	Jitter Jitter
+}
+
+// RetryAfterRule is the effective retry_after_handling.
+type RetryAfterRule struct {
+	Scope   Scope
+	ApplyTo ApplyTo
+	Max     time.Duration
+}
+
+// CodeSet is a set of HTTP status codes 100–599 as a bitmap: membership is
+// a shift and a mask.
+type CodeSet [8]uint64
+
+// Add puts code c in the set; codes outside 100–599 are ignored.
+func (s *CodeSet) Add(c int) {
+	if c >= 100 && c <= 599 {
+		s[(c-100)>>6] |= 1 << ((c - 100) & 63)
+	}
+}
+
+// Has reports whether code c is in the set.
+func (s *CodeSet) Has(c int) bool {
+	if c < 100 || c > 599 {
+		return false
+	}
+	return s[(c-100)>>6]&(1<<((c-100)&63)) != 0
+}
+
+// Codes returns the members in ascending order.
+func (s *CodeSet) Codes() []int {
+	var out []int
+	for c := 100; c <= 599; c++ {
+		if s.Has(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ExpandCodes expands a codes list into a set. It assumes the specs were
+// validated; invalid ones are skipped.
+func ExpandCodes(specs []CodeSpec) CodeSet {
+	var s CodeSet
+	for _, spec := range specs {
+		lo, hi, bad := spec.bounds()
+		if bad != "" {
+			continue
+		}
+		for c := lo; c <= hi; c++ {
+			s.Add(c)
+		}
+	}
+	return s
+}
+
+// Entries returns the number of on_status_codes entries.
+func (r *Rules) Entries() int { return len(r.actions) }
+
+// Entry returns the code set and action of on_status_codes entry i.
+func (r *Rules) Entry(i int) (CodeSet, Action) { return r.sets[i], r.actions[i] }
+
+func action(s Strategy, max int) Action {
+	if max < 1 {
+		max = 1
+	}
+	return Action{Strategy: s, MaxAttempts: max}
+}
+
+func compile(c *Config) *Compiled {
+	n := len(c.ModelProviders)
+	out := &Compiled{
+		Targets:    make([]string, n),
+		ProviderOf: make([]int, n),
+		Models:     make([]string, n),
+		Rules:      make([]*Rules, n),
+		index:      make(map[string]int, n),
+	}
+	providers := map[string]int{}
+	for i, mp := range c.ModelProviders {
+		out.Targets[i] = mp.Model
+		out.index[mp.Model] = i
+		p := ProviderOf(mp.Model)
+		j, ok := providers[p]
+		if !ok {
+			j = len(out.Providers)
+			providers[p] = j
+			out.Providers = append(out.Providers, p)
+		}
+		out.ProviderOf[i] = j
+		out.Models[i] = mp.Model[len(p):]
+		if len(out.Models[i]) > 0 && out.Models[i][0] == '/' {
+			out.Models[i] = out.Models[i][1:]
+		}
+	}
+	for i, mp := range c.ModelProviders {
+		if mp.RetryPolicy != nil {
+			out.Rules[i] = compileRules(mp.RetryPolicy, out)
+		}
+	}
+	return out
+}
+
+func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
+	r := &Rules{Default: action(rp.DefaultStrategy, *rp.DefaultMaxAttempts)}
+	for _, fb := range rp.FallbackModels {
+		t, ok := c.index[fb]
+		if !ok {
+			continue
+		}
+		dup := false
+		for _, have := range r.Fallbacks {
+			dup = dup || have == t
+		}
+		if !dup {
+			r.Fallbacks = append(r.Fallbacks, t)
+		}
+	}
+	for _, e := range rp.OnStatusCodes {
+		set := ExpandCodes(e.Codes)
+		r.sets = append(r.sets, set)
+		r.actions = append(r.actions, action(e.Strategy, *e.MaxAttempts))
+		for code := 100; code <= 599; code++ {
+			if set.Has(code) && r.first[code-100] == 0 {
+				r.first[code-100] = uint8(len(r.actions))
+			}
+		}
+	}
+	r.Timeout = r.Default
+	if t := rp.OnTimeout; t != nil {
+		r.Timeout = action(t.Strategy, *t.MaxAttempts)
+	}
+	if h := rp.OnHighLatency; h != nil {
+		r.Latency = &LatencyRule{
+			Threshold:   time.Duration(*h.ThresholdMs) * time.Millisecond,
+			Measure:     h.Measure,
+			MinTriggers: *h.MinTriggers,
+			Window:      time.Duration(*h.TriggerWindowSeconds) * time.Second,
+			Block:       time.Duration(*h.BlockDurationSeconds) * time.Second,
+			Scope:       h.Scope,
+			ApplyTo:     h.ApplyTo,
+			Action:      action(h.Strategy, *h.MaxAttempts),
+		}
+	}
+	if b := rp.Backoff; b != nil {
+		r.Backoff = &BackoffRule{
+			Gate:   b.ApplyTo,
+			Base:   time.Duration(*b.BaseMs) * time.Millisecond,
+			Max:    time.Duration(*b.MaxMs) * time.Millisecond,
+			Jitter: *b.Jitter,
+		}
+	}
+	ra := rp.RetryAfterHandling
+	r.RetryAfter = RetryAfterRule{Scope: ra.Scope, ApplyTo: ra.ApplyTo, Max: time.Duration(*ra.MaxRetryAfterSeconds) * time.Second}
+	if rp.MaxRetryDurationMs != nil {
+		r.Budget = time.Duration(*rp.MaxRetryDurationMs) * time.Millisecond
+	}
+	if rp.SameModelRetries != nil {
+		r.SameModelRetries = *rp.SameModelRetries
+	}
+	return r
+}

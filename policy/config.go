@@ -1,0 +1,204 @@
+package policy
+
+import "time"
+
+// Config is the whole configuration file (SPEC §1). It is plain data: what a
+// user writes in YAML, with defaults filled in by Parse, Load or Finalize.
+//
+// A Config is not safe for concurrent mutation. After Finalize has returned
+// without error it is treated as read-only by every package of this module,
+// which may then share it between goroutines.
+type Config struct {
+	ModelProviders []ModelProvider `yaml:"model_providers"`
+	Engine         *EngineConfig   `yaml:"engine,omitempty"`
+
+	// compiled is the form the engine reads on every request: target
+	// indices and expanded status code sets. Built by Finalize.
+	compiled *Compiled
+}
+
+// ModelProvider is one entry of model_providers: a target and how to reach
+// and retry it.
+type ModelProvider struct {
+	// Model is the target id, "provider/model". Required and unique.
+	Model string `yaml:"model"`
+	// BaseURL is where the HTTP adapter sends requests for this target.
+	BaseURL string `yaml:"base_url,omitempty"`
+	// AccessKey is the upstream credential. $NAME and ${NAME} are
+	// expanded from the environment at load.
+	AccessKey string `yaml:"access_key,omitempty"`
+	// ProviderInterface says how credentials are sent: openai (default)
+	// or anthropic.
+	ProviderInterface string `yaml:"provider_interface,omitempty"`
+	// PassthroughAuth forwards the client's own Authorization header
+	// instead of AccessKey.
+	PassthroughAuth bool `yaml:"passthrough_auth,omitempty"`
+	// RetryPolicy governs requests whose primary is this target. Nil means
+	// no retries: every outcome is returned as it is after one attempt.
+	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty"`
+	// Timeouts overrides engine.timeouts for attempts sent to this target.
+	// Keys left out inherit the engine's value.
+	Timeouts *Timeouts `yaml:"timeouts,omitempty"`
+}
+
+// Strategy says where the next attempt goes after a failure.
+type Strategy string
+
+// The strategies of SPEC §1.1.
+const (
+	SameModel         Strategy = "same_model"
+	SameProvider      Strategy = "same_provider"
+	DifferentProvider Strategy = "different_provider"
+)
+
+func (s Strategy) valid() bool {
+	return s == SameModel || s == SameProvider || s == DifferentProvider
+}
+
+// RetryPolicy is the retry_policy block of a model provider (SPEC §1.1). Its
+// keys are those of the reference (plano) schema plus SameModelRetries.
+type RetryPolicy struct {
+	FallbackModels     []string            `yaml:"fallback_models,omitempty"`
+	DefaultStrategy    Strategy            `yaml:"default_strategy,omitempty"`
+	DefaultMaxAttempts *int                `yaml:"default_max_attempts,omitempty"`
+	OnStatusCodes      []StatusRule        `yaml:"on_status_codes,omitempty"`
+	OnTimeout          *TimeoutRule        `yaml:"on_timeout,omitempty"`
+	OnHighLatency      *HighLatency        `yaml:"on_high_latency,omitempty"`
+	Backoff            *Backoff            `yaml:"backoff,omitempty"`
+	RetryAfterHandling *RetryAfterHandling `yaml:"retry_after_handling,omitempty"`
+	MaxRetryDurationMs *int                `yaml:"max_retry_duration_ms,omitempty"`
+
+	// SameModelRetries is reroute's extension for the most common policy
+	// of LiteLLM and Portkey: "retry the same target N times with backoff,
+	// then fall back". When a failure's strategy is same_provider or
+	// different_provider, the target that just failed is first retried
+	// until it has failed SameModelRetries+1 times in this request; only
+	// then does the strategy pick another target. Each target of the
+	// request gets the same allowance. Absent or 0 keeps the reference
+	// meaning. Attempts remain bounded by max_attempts.
+	SameModelRetries *int `yaml:"same_model_retries,omitempty"`
+}
+
+// StatusRule is one entry of on_status_codes. All three keys are required.
+type StatusRule struct {
+	Codes       []CodeSpec `yaml:"codes"`
+	Strategy    Strategy   `yaml:"strategy"`
+	MaxAttempts *int       `yaml:"max_attempts"`
+}
+
+// TimeoutRule is on_timeout: what to do after a timeout or transport error.
+type TimeoutRule struct {
+	Strategy    Strategy `yaml:"strategy"`
+	MaxAttempts *int     `yaml:"max_attempts"`
+}
+
+// Measure says which latency on_high_latency compares with its threshold.
+type Measure string
+
+// The measures of SPEC §1.3.
+const (
+	MeasureTTFB  Measure = "ttfb"
+	MeasureTotal Measure = "total"
+)
+
+// Scope says which identifier a block is keyed by: the target or its
+// provider.
+type Scope string
+
+// The block scopes.
+const (
+	ScopeModel    Scope = "model"
+	ScopeProvider Scope = "provider"
+)
+
+// ApplyTo says where a block lives: in the engine's shared health state, or
+// only inside the request that observed it.
+type ApplyTo string
+
+// The apply_to values of blocks.
+const (
+	ApplyGlobal  ApplyTo = "global"
+	ApplyRequest ApplyTo = "request"
+)
+
+// HighLatency is on_high_latency (SPEC §1.3).
+type HighLatency struct {
+	ThresholdMs          *int     `yaml:"threshold_ms"`
+	Measure              Measure  `yaml:"measure,omitempty"`
+	MinTriggers          *int     `yaml:"min_triggers,omitempty"`
+	TriggerWindowSeconds *int     `yaml:"trigger_window_seconds,omitempty"`
+	Strategy             Strategy `yaml:"strategy"`
+	MaxAttempts          *int     `yaml:"max_attempts"`
+	BlockDurationSeconds *int     `yaml:"block_duration_seconds,omitempty"`
+	Scope                Scope    `yaml:"scope,omitempty"`
+	ApplyTo              ApplyTo  `yaml:"apply_to,omitempty"`
+}
+
+// BackoffApply is backoff.apply_to: which next targets the backoff delay is
+// applied to (SPEC §5).
+type BackoffApply string
+
+// The backoff scope gates.
+const (
+	BackoffSameModel    BackoffApply = "same_model"
+	BackoffSameProvider BackoffApply = "same_provider"
+	BackoffGlobal       BackoffApply = "global"
+)
+
+// Backoff is the backoff block (SPEC §1.2).
+type Backoff struct {
+	ApplyTo BackoffApply `yaml:"apply_to"`
+	BaseMs  *int         `yaml:"base_ms,omitempty"`
+	MaxMs   *int         `yaml:"max_ms,omitempty"`
+	Jitter  *Jitter      `yaml:"jitter,omitempty"`
+}
+
+// RetryAfterHandling tunes how Retry-After is honoured. It is always honoured;
+// absent means {model, global, 300}.
+type RetryAfterHandling struct {
+	Scope                Scope   `yaml:"scope,omitempty"`
+	ApplyTo              ApplyTo `yaml:"apply_to,omitempty"`
+	MaxRetryAfterSeconds *int    `yaml:"max_retry_after_seconds,omitempty"`
+}
+
+// EngineConfig holds the engine-wide settings (SPEC §15). They are reroute's
+// own keys; the reference schema has none.
+type EngineConfig struct {
+	// MaxRetryingRequests bounds how many requests may be retrying at
+	// once; past it a new request gets one attempt and no retries.
+	// Default 1000; 0 means no bound.
+	MaxRetryingRequests *int         `yaml:"max_retrying_requests,omitempty"`
+	RetryBudget         *RetryBudget `yaml:"retry_budget,omitempty"`
+	Timeouts            *Timeouts    `yaml:"timeouts,omitempty"`
+}
+
+// RetryBudget caps retries at Percent of recent requests plus MinPerSecond,
+// over a sliding Window.
+type RetryBudget struct {
+	Enabled      *bool     `yaml:"enabled,omitempty"`
+	Percent      *float64  `yaml:"percent,omitempty"`
+	MinPerSecond *float64  `yaml:"min_per_second,omitempty"`
+	Window       *Duration `yaml:"window,omitempty"`
+}
+
+// Timeouts are per-attempt limits; 0 means none. In a provider's timeouts a
+// key left out inherits the engine's value.
+type Timeouts struct {
+	Connect    *Duration `yaml:"connect,omitempty"`
+	Headers    *Duration `yaml:"headers,omitempty"`
+	FirstToken *Duration `yaml:"first_token,omitempty"`
+	Idle       *Duration `yaml:"idle,omitempty"`
+	Attempt    *Duration `yaml:"attempt,omitempty"`
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string
+// ("1.5s", "300ms") or a bare integer number of seconds.
+type Duration time.Duration
+
+// D returns d as a time.Duration; a nil d is 0.
+func (d *Duration) D() time.Duration {
+	if d == nil {
+		return 0
+	}
+	return time.Duration(*d)
+}

@@ -1,0 +1,279 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads the configuration file at path and parses it with Parse.
+func Load(path string) (*Config, []Warning, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reroute: read configuration: %w", err)
+	}
+	return Parse(data)
+}
+
+// Parse decodes one YAML configuration document strictly, fills defaults,
+// expands $NAME and ${NAME} in access_key from the environment, and
+// validates it (SPEC §1–2).
+//
+// On success it returns the configuration and its warnings. Otherwise the
+// error is an *Error listing every problem found, each with its field path
+// and line; an unknown key is such a problem.
+func Parse(data []byte) (*Config, []Warning, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, &Error{Problems: []Problem{{Path: "model_providers", Message: "the configuration is empty: at least one provider is required"}}}
+		}
+		return nil, nil, &Error{Problems: []Problem{{Message: "YAML syntax: " + err.Error()}}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, nil, &Error{Problems: []Problem{{Line: extra.Line, Message: "the file holds more than one YAML document; write one"}}}
+	}
+	return parseNode(&root)
+}
+
+// ParseNode is Parse for a configuration that is part of a larger YAML
+// document, such as the config key of a load generator scenario. Lines in
+// problems are those of the enclosing document; paths start at the node.
+func ParseNode(n *yaml.Node) (*Config, []Warning, error) {
+	return parseNode(n)
+}
+
+func parseNode(root *yaml.Node) (*Config, []Warning, error) {
+	doc := root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return nil, nil, &Error{Problems: []Problem{{Line: doc.Line, Message: "the configuration must be a mapping with a model_providers key"}}}
+	}
+	idx := &lineIndex{lines: map[string]int{}, byLine: map[int]string{}}
+	var probs []Problem
+	walk(doc, reflect.TypeOf(Config{}), "", idx, &probs)
+
+	var cfg Config
+	if err := doc.Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, nil, &Error{Problems: []Problem{{Message: err.Error()}}}
+		}
+		for _, msg := range te.Errors {
+			probs = append(probs, idx.fromYAML(msg))
+		}
+	}
+	warns, err := finalize(&cfg, idx.line)
+	if len(probs) == 0 {
+		if err != nil {
+			return nil, warns, err
+		}
+		return &cfg, warns, nil
+	}
+	// Report decoding problems together with validation problems, except
+	// those about a field that failed to decode: its zero value is not what
+	// the user wrote.
+	attachModels(&cfg, probs)
+	var verr *Error
+	if errors.As(err, &verr) {
+		for _, v := range verr.Problems {
+			if !coveredBy(v.Path, probs) {
+				probs = append(probs, v)
+			}
+		}
+	}
+	slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
+	return nil, warns, &Error{Problems: probs}
+}
+
+func coveredBy(path string, probs []Problem) bool {
+	for _, p := range probs {
+		if p.Path != "" && (path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[")) {
+			return true
+		}
+	}
+	return false
+}
+
+// lineIndex remembers the line of every field path of a YAML document, so
+// that validation, which works on Go values, can name lines.
+type lineIndex struct {
+	lines  map[string]int
+	byLine map[int]string
+}
+
+func (x *lineIndex) line(path string) int {
+	// A key left out (a required one, or one a default filled) has no
+	// line of its own: name the line of the nearest enclosing key.
+	for path != "" {
+		if l, ok := x.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+var lineMsg = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// fromYAML turns a yaml.v3 type error ("line 7: cannot unmarshal …") into a
+// Problem with the field path recorded for that line.
+func (x *lineIndex) fromYAML(msg string) Problem {
+	m := lineMsg.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{Message: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	text := strings.ReplaceAll(m[2], "policy.", "")
+	return Problem{Path: x.byLine[line], Line: line, Message: text}
+}
+
+// walk checks every mapping key of n against the yaml tags of t (strict
+// decoding that names the path, not just the line) and records lines.
+func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Problem) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if path != "" {
+		if _, ok := idx.lines[path]; !ok {
+			idx.lines[path] = n.Line
+		}
+		// A scalar's line names its deepest path: that is what type
+		// errors on that line are about.
+		idx.byLine[n.Line] = path
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return // the decoder reports the type mismatch
+		}
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := joinPath(path, k.Value)
+			f, ok := fields[k.Value]
+			if !ok {
+				*probs = append(*probs, Problem{Path: p, Line: k.Line, Message: unknownKeyMessage(k.Value, fields)})
+				continue
+			}
+			idx.lines[p] = k.Line
+			idx.byLine[k.Line] = p
+			walk(v, f, p, idx, probs)
+			idx.lines[p] = k.Line
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, item := range n.Content {
+			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), idx, probs)
+		}
+	}
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	m := make(map[string]reflect.Type, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		m[name] = f.Type
+	}
+	return m
+}
+
+func unknownKeyMessage(key string, fields map[string]reflect.Type) string {
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if closeTo(key, name) {
+			return fmt.Sprintf("unknown key %q (did you mean %q?)", key, name)
+		}
+	}
+	return fmt.Sprintf("unknown key %q; known keys here: %s", key, strings.Join(names, ", "))
+}
+
+// closeTo reports whether a and b differ by at most two single-character
+// edits, enough to catch the usual typos.
+func closeTo(a, b string) bool {
+	if d := len(a) - len(b); d > 2 || d < -2 {
+		return false
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)] <= 2
+}
+
+func attachModels(cfg *Config, probs []Problem) {
+	for i := range probs {
+		probs[i].Model = modelAt(cfg, probs[i].Path)
+	}
+}
+
+var providerIndex = regexp.MustCompile(`^model_providers\[(\d+)\]`)
+
+func modelAt(cfg *Config, path string) string {
+	m := providerIndex.FindStringSubmatch(path)
+	if m == nil {
+		return ""
+	}
+	i, _ := strconv.Atoi(m[1])
+	if i < len(cfg.ModelProviders) {
+		return cfg.ModelProviders[i].Model
+	}
+	return ""
+}

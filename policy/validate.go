@@ -1,0 +1,429 @@
+package policy
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Defaults of SPEC §1. Exported so documentation and callers can name them.
+const (
+	DefaultMaxAttempts          = 2
+	DefaultBackoffBaseMs        = 100
+	DefaultBackoffMaxMs         = 5000
+	DefaultMaxRetryAfterSeconds = 300
+	DefaultMinTriggers          = 1
+	DefaultTriggerWindowSeconds = 60
+	DefaultBlockDurationSeconds = 300
+	DefaultMaxRetryingRequests  = 1000
+	DefaultBudgetPercent        = 20.0
+	DefaultBudgetMinPerSecond   = 10.0
+	DefaultBudgetWindow         = 10 * time.Second
+	DefaultConnectTimeout       = 5 * time.Second
+	DefaultHeadersTimeout       = 30 * time.Second
+	DefaultFirstTokenTimeout    = 30 * time.Second
+	DefaultIdleTimeout          = 30 * time.Second
+)
+
+// Finalize fills defaults, expands environment references in access_key,
+// validates the configuration and compiles the form the engine reads. It is
+// what Parse does after decoding; call it on a Config built in Go. It is
+// idempotent. On error the configuration must not be used.
+func (c *Config) Finalize() ([]Warning, error) {
+	return finalize(c, nil)
+}
+
+// Compiled returns the compiled form built by Finalize, or nil if the
+// configuration has not been finalized successfully.
+func (c *Config) Compiled() *Compiled { return c.compiled }
+
+type checker struct {
+	cfg   *Config
+	line  func(string) int
+	errs  []Problem
+	warns []Warning
+}
+
+func (k *checker) problem(path, format string, args ...any) Problem {
+	p := Problem{Path: path, Model: modelAt(k.cfg, path), Message: fmt.Sprintf(format, args...)}
+	if k.line != nil {
+		p.Line = k.line(path)
+	}
+	return p
+}
+
+func (k *checker) errorf(path, format string, args ...any) {
+	k.errs = append(k.errs, k.problem(path, format, args...))
+}
+
+func (k *checker) warnf(path, format string, args ...any) {
+	k.warns = append(k.warns, k.problem(path, format, args...))
+}
+
+func finalize(c *Config, line func(string) int) ([]Warning, error) {
+	k := &checker{cfg: c, line: line}
+	c.compiled = nil
+	if len(c.ModelProviders) == 0 {
+		k.errorf("model_providers", "at least one provider is required")
+	}
+	seen := map[string]int{}
+	for i := range c.ModelProviders {
+		mp := &c.ModelProviders[i]
+		p := fmt.Sprintf("model_providers[%d]", i)
+		switch {
+		case mp.Model == "":
+			k.errorf(p+".model", "model is required (a target id such as openai/gpt-4o)")
+		case seen[mp.Model] > 0:
+			k.errorf(p+".model", "model %q is already configured at model_providers[%d]", mp.Model, seen[mp.Model]-1)
+		default:
+			seen[mp.Model] = i + 1
+		}
+		if mp.ProviderInterface == "" {
+			mp.ProviderInterface = "openai"
+		}
+		if mp.ProviderInterface != "openai" && mp.ProviderInterface != "anthropic" {
+			k.errorf(p+".provider_interface", "unknown provider_interface %q: use openai or anthropic", mp.ProviderInterface)
+		}
+		if strings.Contains(mp.AccessKey, "$") {
+			var missing []string
+			mp.AccessKey = os.Expand(mp.AccessKey, func(name string) string {
+				v, ok := os.LookupEnv(name)
+				if !ok {
+					missing = append(missing, name)
+				}
+				return v
+			})
+			for _, name := range missing {
+				k.warnf(p+".access_key", "environment variable %s is not set; the key expands to an empty string", name)
+			}
+		}
+		if mp.Timeouts != nil {
+			k.timeouts(p+".timeouts", mp.Timeouts)
+		}
+	}
+	for i := range c.ModelProviders {
+		if rp := c.ModelProviders[i].RetryPolicy; rp != nil {
+			k.retryPolicy(fmt.Sprintf("model_providers[%d].retry_policy", i), &c.ModelProviders[i], rp)
+		}
+	}
+	k.engine()
+	if len(k.errs) > 0 {
+		return k.warns, &Error{Problems: k.errs}
+	}
+	c.compiled = compile(c)
+	return k.warns, nil
+}
+
+func setDefault(p **int, v int) {
+	if *p == nil {
+		*p = &v
+	}
+}
+
+func (k *checker) strategy(path string, s Strategy, required bool) {
+	switch {
+	case s == "" && required:
+		k.errorf(path, "strategy is required: same_model, same_provider or different_provider")
+	case s != "" && !s.valid():
+		k.errorf(path, "unknown strategy %q: use same_model, same_provider or different_provider", s)
+	}
+}
+
+func (k *checker) positive(path string, v *int, required bool) {
+	switch {
+	case v == nil && required:
+		k.errorf(path, "is required and must be greater than 0")
+	case v != nil && *v <= 0:
+		k.errorf(path, "must be greater than 0, got %d", *v)
+	}
+}
+
+func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
+	for j, fb := range rp.FallbackModels {
+		fp := fmt.Sprintf("%s.fallback_models[%d]", p, j)
+		switch {
+		case fb == "":
+			k.errorf(fp, "a fallback model must not be empty")
+		case !strings.Contains(fb, "/"):
+			k.errorf(fp, "fallback %q must be a target id of the form provider/model", fb)
+		case k.configured(fb) < 0:
+			k.warnf(fp, "fallback %q is not a configured model; it will be skipped", fb)
+		}
+	}
+	if rp.DefaultStrategy == "" {
+		rp.DefaultStrategy = DifferentProvider
+	}
+	k.strategy(p+".default_strategy", rp.DefaultStrategy, false)
+	setDefault(&rp.DefaultMaxAttempts, DefaultMaxAttempts)
+	if *rp.DefaultMaxAttempts < 0 {
+		k.errorf(p+".default_max_attempts", "must not be negative, got %d", *rp.DefaultMaxAttempts)
+	}
+	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
+		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
+	}
+
+	strategies := []struct {
+		path string
+		s    Strategy
+	}{{p + ".default_strategy", rp.DefaultStrategy}}
+	firstSeen := map[int]string{}
+	for j := range rp.OnStatusCodes {
+		r := &rp.OnStatusCodes[j]
+		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
+		if len(r.Codes) == 0 {
+			k.errorf(rpath+".codes", "codes is required: a list of status codes or \"start-end\" ranges")
+		}
+		for c, spec := range r.Codes {
+			cpath := fmt.Sprintf("%s.codes[%d]", rpath, c)
+			lo, hi, bad := spec.bounds()
+			if bad != "" {
+				k.errorf(cpath, "%s", bad)
+				continue
+			}
+			for code := lo; code <= hi; code++ {
+				if prev, dup := firstSeen[code]; dup {
+					if prev != rpath {
+						k.warnf(cpath, "status code %d is already listed in %s, which wins; this entry never applies to it", code, prev)
+					}
+					continue
+				}
+				firstSeen[code] = rpath
+			}
+		}
+		k.strategy(rpath+".strategy", r.Strategy, true)
+		if r.Strategy != "" {
+			strategies = append(strategies, struct {
+				path string
+				s    Strategy
+			}{rpath + ".strategy", r.Strategy})
+		}
+		switch {
+		case r.MaxAttempts == nil:
+			k.errorf(rpath+".max_attempts", "max_attempts is required (the total attempts that may fail with these codes; 1 = no retry)")
+		case *r.MaxAttempts < 0:
+			k.errorf(rpath+".max_attempts", "must not be negative, got %d", *r.MaxAttempts)
+		}
+	}
+	if t := rp.OnTimeout; t != nil {
+		k.strategy(p+".on_timeout.strategy", t.Strategy, true)
+		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
+		if t.Strategy != "" {
+			strategies = append(strategies, struct {
+				path string
+				s    Strategy
+			}{p + ".on_timeout.strategy", t.Strategy})
+		}
+	}
+	if h := rp.OnHighLatency; h != nil {
+		hp := p + ".on_high_latency"
+		k.positive(hp+".threshold_ms", h.ThresholdMs, true)
+		if h.ThresholdMs != nil && *h.ThresholdMs > 0 && *h.ThresholdMs < 1000 {
+			k.warnf(hp+".threshold_ms", "threshold %d ms is under 1000 ms; most LLM answers take longer and will count as slow", *h.ThresholdMs)
+		}
+		if h.Measure == "" {
+			h.Measure = MeasureTTFB
+		}
+		if h.Measure != MeasureTTFB && h.Measure != MeasureTotal {
+			k.errorf(hp+".measure", "unknown measure %q: use ttfb or total", h.Measure)
+		}
+		if h.MinTriggers != nil && *h.MinTriggers < 1 {
+			k.errorf(hp+".min_triggers", "must be at least 1, got %d", *h.MinTriggers)
+		}
+		setDefault(&h.MinTriggers, DefaultMinTriggers)
+		switch {
+		case h.TriggerWindowSeconds == nil && *h.MinTriggers > 1:
+			k.errorf(hp+".trigger_window_seconds", "is required when min_triggers is greater than 1")
+		case h.TriggerWindowSeconds != nil && *h.TriggerWindowSeconds <= 0:
+			k.errorf(hp+".trigger_window_seconds", "must be greater than 0, got %d", *h.TriggerWindowSeconds)
+		}
+		setDefault(&h.TriggerWindowSeconds, DefaultTriggerWindowSeconds)
+		k.strategy(hp+".strategy", h.Strategy, true)
+		k.positive(hp+".max_attempts", h.MaxAttempts, true)
+		k.positive(hp+".block_duration_seconds", h.BlockDurationSeconds, false)
+		setDefault(&h.BlockDurationSeconds, DefaultBlockDurationSeconds)
+		if h.Scope == "" {
+			h.Scope = ScopeModel
+		}
+		k.scope(hp+".scope", h.Scope)
+		if h.ApplyTo == "" {
+			h.ApplyTo = ApplyGlobal
+		}
+		k.applyTo(hp+".apply_to", h.ApplyTo)
+		if h.Scope == ScopeProvider && h.Strategy == SameModel {
+			k.warnf(hp+".scope", "a provider-scoped latency block with strategy same_model ends the request: the only target it would retry is blocked")
+		}
+		if h.Strategy != "" {
+			strategies = append(strategies, struct {
+				path string
+				s    Strategy
+			}{hp + ".strategy", h.Strategy})
+		}
+	}
+	if b := rp.Backoff; b != nil {
+		bp := p + ".backoff"
+		switch {
+		case b.ApplyTo == "":
+			k.errorf(bp+".apply_to", "backoff requires apply_to: same_model, same_provider or global")
+		case b.ApplyTo != BackoffSameModel && b.ApplyTo != BackoffSameProvider && b.ApplyTo != BackoffGlobal:
+			k.errorf(bp+".apply_to", "unknown apply_to %q: use same_model, same_provider or global", b.ApplyTo)
+		}
+		k.positive(bp+".base_ms", b.BaseMs, false)
+		setDefault(&b.BaseMs, DefaultBackoffBaseMs)
+		setDefault(&b.MaxMs, DefaultBackoffMaxMs)
+		if *b.MaxMs <= *b.BaseMs {
+			k.errorf(bp+".max_ms", "must be greater than base_ms (%d), got %d", *b.BaseMs, *b.MaxMs)
+		}
+		if b.Jitter == nil {
+			j := JitterEqual
+			b.Jitter = &j
+		}
+		if !b.Jitter.valid() {
+			k.errorf(bp+".jitter", "unknown jitter %q: use true, false, none, equal, full or decorrelated", *b.Jitter)
+		}
+		switch {
+		case b.ApplyTo == BackoffSameModel && rp.DefaultStrategy == DifferentProvider:
+			k.warnf(bp+".apply_to", "backoff applies only to same-model retries, but default_strategy different_provider never retries the same model, so it rarely applies")
+		case b.ApplyTo == BackoffSameProvider && rp.DefaultStrategy == SameModel:
+			k.warnf(bp+".apply_to", "backoff apply_to same_provider with default_strategy same_model: every retry stays on the same model; say apply_to: same_model to state that")
+		}
+	}
+	if rp.RetryAfterHandling == nil {
+		rp.RetryAfterHandling = &RetryAfterHandling{}
+	}
+	ra := rp.RetryAfterHandling
+	rap := p + ".retry_after_handling"
+	if ra.Scope == "" {
+		ra.Scope = ScopeModel
+	}
+	k.scope(rap+".scope", ra.Scope)
+	if ra.ApplyTo == "" {
+		ra.ApplyTo = ApplyGlobal
+	}
+	k.applyTo(rap+".apply_to", ra.ApplyTo)
+	k.positive(rap+".max_retry_after_seconds", ra.MaxRetryAfterSeconds, false)
+	setDefault(&ra.MaxRetryAfterSeconds, DefaultMaxRetryAfterSeconds)
+	if ra.Scope == ScopeProvider && rp.DefaultStrategy == SameModel {
+		k.warnf(rap+".scope", "a provider-scoped Retry-After block with default_strategy same_model blocks the very target the retry needs")
+	}
+	k.positive(p+".max_retry_duration_ms", rp.MaxRetryDurationMs, false)
+
+	for _, s := range strategies {
+		if s.s.valid() && s.s != SameModel && !k.hasAlternative(mp.Model, s.s) {
+			k.warnf(s.path, "strategy %s needs another target, but no other configured model matches it; such failures end the request", s.s)
+		}
+	}
+}
+
+func (k *checker) scope(path string, s Scope) {
+	if s != ScopeModel && s != ScopeProvider {
+		k.errorf(path, "unknown scope %q: use model or provider", s)
+	}
+}
+
+func (k *checker) applyTo(path string, a ApplyTo) {
+	if a != ApplyGlobal && a != ApplyRequest {
+		k.errorf(path, "unknown apply_to %q: use global or request", a)
+	}
+}
+
+func (k *checker) configured(model string) int {
+	for i, mp := range k.cfg.ModelProviders {
+		if mp.Model == model {
+			return i
+		}
+	}
+	return -1
+}
+
+// hasAlternative reports whether some other configured target matches the
+// strategy relative to primary.
+func (k *checker) hasAlternative(primary string, s Strategy) bool {
+	pp := ProviderOf(primary)
+	for _, mp := range k.cfg.ModelProviders {
+		if mp.Model == primary || mp.Model == "" {
+			continue
+		}
+		same := ProviderOf(mp.Model) == pp
+		if (s == SameProvider) == same {
+			return true
+		}
+	}
+	return false
+}
+
+func (k *checker) timeouts(p string, t *Timeouts) {
+	for _, f := range []struct {
+		name string
+		d    *Duration
+	}{{"connect", t.Connect}, {"headers", t.Headers}, {"first_token", t.FirstToken}, {"idle", t.Idle}, {"attempt", t.Attempt}} {
+		if f.d != nil && *f.d < 0 {
+			k.errorf(p+"."+f.name, "must not be negative, got %s", time.Duration(*f.d))
+		}
+	}
+}
+
+func (k *checker) engine() {
+	if k.cfg.Engine == nil {
+		k.cfg.Engine = &EngineConfig{}
+	}
+	e := k.cfg.Engine
+	if e.MaxRetryingRequests != nil && *e.MaxRetryingRequests < 0 {
+		k.errorf("engine.max_retrying_requests", "must not be negative, got %d (0 means no bound)", *e.MaxRetryingRequests)
+	}
+	setDefault(&e.MaxRetryingRequests, DefaultMaxRetryingRequests)
+	if e.RetryBudget == nil {
+		e.RetryBudget = &RetryBudget{}
+	}
+	b := e.RetryBudget
+	if b.Enabled == nil {
+		t := true
+		b.Enabled = &t
+	}
+	if b.Percent == nil {
+		v := DefaultBudgetPercent
+		b.Percent = &v
+	}
+	if *b.Percent < 0 || *b.Percent > 100 {
+		k.errorf("engine.retry_budget.percent", "must be between 0 and 100, got %g", *b.Percent)
+	}
+	if b.MinPerSecond == nil {
+		v := DefaultBudgetMinPerSecond
+		b.MinPerSecond = &v
+	}
+	if *b.MinPerSecond < 0 {
+		k.errorf("engine.retry_budget.min_per_second", "must not be negative, got %g", *b.MinPerSecond)
+	}
+	if b.Window == nil {
+		w := Duration(DefaultBudgetWindow)
+		b.Window = &w
+	}
+	if *b.Window < Duration(time.Second) {
+		k.errorf("engine.retry_budget.window", "must be at least 1s, got %s", time.Duration(*b.Window))
+	}
+	if e.Timeouts == nil {
+		e.Timeouts = &Timeouts{}
+	}
+	t := e.Timeouts
+	k.timeouts("engine.timeouts", t)
+	fill := func(d **Duration, v time.Duration) {
+		if *d == nil {
+			x := Duration(v)
+			*d = &x
+		}
+	}
+	fill(&t.Connect, DefaultConnectTimeout)
+	fill(&t.Headers, DefaultHeadersTimeout)
+	fill(&t.FirstToken, DefaultFirstTokenTimeout)
+	fill(&t.Idle, DefaultIdleTimeout)
+	fill(&t.Attempt, 0)
+}
+
+// ProviderOf returns the provider of a target: the text before the first
+// "/", or the whole string when it has none.
+func ProviderOf(target string) string {
+	if i := strings.IndexByte(target, '/'); i >= 0 {
+		return target[:i]
+	}
+	return target
+}
