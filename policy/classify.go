@@ -22,6 +22,15 @@ type Outcome struct {
 	// Total is the time until the whole answer was read; 0 when not known
 	// yet (a stream handed to the caller at its first byte).
 	Total time.Duration
+	// Final marks an answer the caller knows must be delivered as it is,
+	// whatever its status: a content-policy refusal (a property of the
+	// prompt, not of the target), or a response with x-should-retry: false.
+	// It classifies as PassThrough.
+	Final bool
+	// NoSameTarget marks a failure that retrying the same target cannot
+	// cure, such as a context-length rejection: the request may fail over
+	// but never sends to this target again.
+	NoSameTarget bool
 }
 
 // ErrHighLatency marks an attempt the caller abandoned because it was too
@@ -74,7 +83,7 @@ func (l *LatencyRule) Measured(o *Outcome) time.Duration {
 // latency event must be recorded, with measured the value that fired it.
 // A nil r (no retry_policy) classifies everything as PassThrough.
 func (r *Rules) Classify(o *Outcome) (c Class, event bool, measured time.Duration) {
-	if r == nil {
+	if r == nil || o.Final {
 		return PassThrough, false, 0
 	}
 	if o.Err != nil {

@@ -1,0 +1,304 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/reroute-go/reroute/health"
+	"github.com/reroute-go/reroute/policy"
+)
+
+// Engine runs requests through retries and failover. Create it with New;
+// it is safe for concurrent use by any number of goroutines. Close it when
+// done: that stops the health actor.
+type Engine struct {
+	cfg      *policy.Config
+	c        *policy.Compiled
+	timeouts []time.Duration // per target: per-attempt timeout, 0 = none
+
+	health   Health
+	actor    *health.Actor // nil under WithHealth
+	counters *health.Counters
+
+	clock     clock.Clock
+	realClock bool
+	rnd       rand.Source
+	log       *zap.Logger
+	debug     bool // log.Core().Enabled(Debug), cached: the request path checks a bool
+	hooks     Hooks
+
+	maxRetrying int64
+	retrying    atomic.Int64
+	budget      *retryBudget
+
+	shards    [numShards]shard
+	closed    atomic.Bool
+	closing   chan struct{} // closed by Close: interrupts waits
+	wake      chan struct{} // a Do that ends after Close nudges Close
+	closeOnce sync.Once
+}
+
+// Call performs one attempt against a.Target within ctx, which carries the
+// attempt's deadline, and reports what happened. It is called on the
+// goroutine that called Do, once per attempt. A Call that returns a
+// response the engine does not deliver (a failed attempt) keeps ownership of
+// it: release it when the next attempt starts or when Do returns an error.
+type Call func(ctx context.Context, a Attempt) policy.Outcome
+
+// Attempt tells a Call where to send one attempt.
+type Attempt struct {
+	Target   string                // target id, "provider/model"
+	Model    string                // the model name without its provider prefix
+	Index    int                   // the target's index in the compiled configuration
+	Number   int                   // overall attempt number of the request, from 1
+	Provider *policy.ModelProvider // the target's configuration entry (base_url, credentials, timeouts)
+}
+
+// New builds an engine from cfg. It finalizes cfg (filling defaults), refuses
+// a configuration with errors (returning the *policy.Error), logs its
+// warnings, and starts the health actor unless WithHealth is given. cfg must
+// not be modified afterwards.
+func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
+	if cfg == nil {
+		return nil, errors.New("reroute: nil configuration")
+	}
+	o := options{logger: zap.NewNop(), clock: clock.New(), rnd: globalSource{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	warns, err := cfg.Finalize()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warns {
+		o.logger.Warn("reroute configuration warning", zap.String("path", w.Path), zap.String("model", w.Model), zap.String("warning", w.Message))
+	}
+	c := cfg.Compiled()
+	e := &Engine{
+		cfg:         cfg,
+		c:           c,
+		timeouts:    make([]time.Duration, c.NumTargets()),
+		clock:       o.clock,
+		rnd:         o.rnd,
+		log:         o.logger,
+		debug:       o.logger.Core().Enabled(zapcore.DebugLevel),
+		hooks:       o.hooks,
+		maxRetrying: int64(*cfg.Engine.MaxRetryingRequests),
+		budget:      newRetryBudget(cfg.Engine.RetryBudget),
+		closing:     make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+	}
+	_, e.realClock = o.clock.(*clock.Mock)
+	e.realClock = !e.realClock
+	def := cfg.Engine.Timeouts.Attempt.D()
+	for i, mp := range cfg.ModelProviders {
+		e.timeouts[i] = def
+		if mp.Timeouts != nil && mp.Timeouts.Attempt != nil {
+			e.timeouts[i] = mp.Timeouts.Attempt.D()
+		}
+	}
+	if o.health != nil {
+		e.health = o.health
+	} else {
+		e.actor = health.New(c, health.WithClock(o.clock), health.WithLogger(o.logger))
+		e.health = actorHealth{e.actor}
+		e.counters = e.actor.Counters()
+	}
+	return e, nil
+}
+
+// AttemptTimeout returns the per-attempt timeout of target index t
+// (engine.timeouts.attempt, or the provider's override); 0 means none.
+func (e *Engine) AttemptTimeout(t int) time.Duration { return e.timeouts[t] }
+
+// Compiled returns the compiled configuration: target indices and rules.
+func (e *Engine) Compiled() *policy.Compiled { return e.c }
+
+// Config returns the finalized configuration. It must not be modified.
+func (e *Engine) Config() *policy.Config { return e.cfg }
+
+// Health returns the engine's health actor, for listing live blocks and for
+// the per-target counters; nil when the engine was built WithHealth.
+func (e *Engine) Health() *health.Actor { return e.actor }
+
+// Do runs one request whose primary target is model (a configured target
+// id) through attempts, waits and failover, calling call once per attempt
+// on the calling goroutine. It returns the Result of the attempt that is
+// delivered, or an error: an *ExhaustedError when the policy gave up (see
+// SPEC §11 and WriteHTTP), ctx's error when ctx was cancelled, ErrClosed
+// after Close, ErrUnknownModel, or a *PanicError when call panicked.
+//
+// Every Do ends with exactly one of those. A request's deadline is ctx's:
+// no wait starts that would end past it.
+func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error) {
+	s := e.pickShard()
+	s.inflight.Add(1)
+	var m Machine
+	defer e.end(s, &m)
+	if e.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	if err := e.begin(&m, s, model); err != nil {
+		return Result{}, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		if e.realClock {
+			m.deadline = d.UnixNano()
+		} else {
+			m.deadline = e.clock.Now().UnixNano() + int64(time.Until(d))
+		}
+	}
+	st := m.Start()
+	for {
+		switch st.Kind {
+		case StepDone:
+			return m.Result(), nil
+		case StepFail:
+			return Result{}, st.Err
+		}
+		if st.Wait > 0 {
+			if err := e.sleep(ctx, st.Wait); err != nil {
+				return Result{}, err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && m.attempts > 1 {
+				return Result{}, m.fail(ReasonDeadline, false).Err
+			}
+			return Result{}, err
+		}
+		if m.attempts > 1 && e.closed.Load() {
+			return Result{}, ErrClosed
+		}
+		o, perr := e.invoke(ctx, &m, st.Target, call)
+		if perr != nil {
+			return Result{}, perr
+		}
+		if o.Err != nil {
+			if err := ctx.Err(); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					m.recordTimeout(&o)
+					return Result{}, m.fail(ReasonDeadline, false).Err
+				}
+				return Result{}, err
+			}
+		}
+		st = m.Observe(&o)
+	}
+}
+
+func (e *Engine) end(s *shard, m *Machine) {
+	m.Finish()
+	s.inflight.Add(-1)
+	if e.closed.Load() {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sleep waits d on the engine's clock, or until ctx is done or the engine
+// closes.
+func (e *Engine) sleep(ctx context.Context, d time.Duration) error {
+	t := e.clock.Timer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.closing:
+		return ErrClosed
+	}
+}
+
+var errNoResponse = errors.New("reroute: call returned neither a status nor an error")
+
+// invoke makes one attempt: the per-attempt timeout, the latency
+// measurement when the call does not report one, and panic recovery.
+func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o policy.Outcome, perr error) {
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t]}
+	actx := ctx
+	var cancel context.CancelFunc
+	if to := e.timeouts[t]; to > 0 {
+		actx, cancel = e.clock.WithTimeout(ctx, to)
+	}
+	measure := m.rules != nil && m.rules.Latency != nil
+	var t0 time.Time
+	if measure {
+		t0 = e.clock.Now()
+	}
+	defer func() {
+		if cancel != nil {
+			cancel()
+		}
+		if r := recover(); r != nil {
+			perr = &PanicError{Target: a.Target, Value: r, Stack: debug.Stack()}
+			if e.log != nil {
+				e.log.Error("reroute call panicked", zap.String("target", a.Target), zap.Any("panic", r))
+			}
+		}
+	}()
+	o = call(actx, a)
+	if o.Status == 0 && o.Err == nil {
+		o.Err = errNoResponse
+		if err := actx.Err(); err != nil {
+			o.Err = err
+		}
+	}
+	if measure && o.TTFB == 0 && o.Total == 0 {
+		el := e.clock.Since(t0)
+		o.TTFB, o.Total = el, el
+	}
+	return o, nil
+}
+
+// now reads the engine's clock in unix nanoseconds.
+func (e *Engine) now() int64 { return e.clock.Now().UnixNano() }
+
+// Close stops the engine: later calls of Do fail with ErrClosed, waits in
+// progress are interrupted (their Do returns ErrClosed), and no in-flight
+// request starts another attempt. Attempts already running are not cut.
+// Close returns when every Do has returned and the health actor has ended.
+// It is idempotent and safe for concurrent use.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		close(e.closing)
+	})
+	for e.inflight() > 0 {
+		<-e.wake
+	}
+	// Pass the nudge on, in case Close is waiting in another goroutine too.
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	if e.actor != nil {
+		e.actor.Stop()
+	}
+	return nil
+}
+
+func (e *Engine) inflight() int64 {
+	var n int64
+	for i := range e.shards {
+		n += e.shards[i].inflight.Load()
+	}
+	return n
+}
+
+func (e *Engine) String() string {
+	return fmt.Sprintf("reroute.Engine(%d targets)", e.c.NumTargets())
+}

@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/reroute-go/reroute/health"
+)
+
+// Health is the shared block state a request reads and reports to. The
+// engine's default is its health actor: lookups read the actor's immutable
+// snapshot and reports are non-blocking sends. SyncHealth adapts a
+// health.State for single-goroutine use (the simulator).
+type Health interface {
+	// Lookup says whether target is blocked at now (unix nanoseconds).
+	Lookup(target int, now int64) health.Status
+	// Clear reports that no block is recorded for target, so that the
+	// request path can skip reading the clock.
+	Clear(target int) bool
+	// ReportRetryAfter records a Retry-After block of identifier id.
+	ReportRetryAfter(id int, until int64) bool
+	// ReportLatency records a latency event of identifier id.
+	ReportLatency(id int, at int64, minTriggers int, window, block time.Duration) bool
+}
+
+type actorHealth struct{ a *health.Actor }
+
+func (h actorHealth) Lookup(t int, now int64) health.Status { return h.a.Snapshot().Lookup(t, now) }
+func (h actorHealth) Clear(t int) bool                      { return h.a.Snapshot().Clear(t) }
+func (h actorHealth) ReportRetryAfter(id int, until int64) bool {
+	return h.a.ReportRetryAfter(id, until)
+}
+func (h actorHealth) ReportLatency(id int, at int64, n int, window, block time.Duration) bool {
+	return h.a.ReportLatency(id, at, n, window, block)
+}
+
+// SyncHealth returns a Health that applies every report to s at once. s is
+// not safe for concurrent use, and neither is the result: use it with one
+// goroutine, as the simulator does.
+func SyncHealth(s *health.State) Health { return syncHealth{s} }
+
+type syncHealth struct{ s *health.State }
+
+func (h syncHealth) Lookup(t int, now int64) health.Status { return h.s.Lookup(t, now) }
+func (h syncHealth) Clear(int) bool                        { return false }
+func (h syncHealth) ReportRetryAfter(id int, until int64) bool {
+	h.s.BlockRetryAfter(id, until)
+	return true
+}
+func (h syncHealth) ReportLatency(id int, at int64, n int, window, block time.Duration) bool {
+	h.s.LatencyEvent(id, at, n, window, block)
+	return true
+}

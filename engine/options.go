@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"go.uber.org/zap"
+
+	"github.com/reroute-go/reroute/health"
+	"github.com/reroute-go/reroute/policy"
+)
+
+// Option configures an Engine at New. Options are runtime wiring (logger,
+// clock, randomness, hooks); what a user writes in YAML is the
+// policy.Config.
+type Option func(*options)
+
+type options struct {
+	logger *zap.Logger
+	clock  clock.Clock
+	rnd    rand.Source
+	hooks  Hooks
+	health Health
+}
+
+// WithLogger sets the logger. The default is zap.NewNop(). Request-path
+// events are logged at debug level behind a level check cached at New, so
+// a production logger at info costs the request path nothing; exhaustion
+// is logged at warn. Credentials and bodies are never logged.
+func WithLogger(l *zap.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// WithClock sets the clock that waits, per-attempt timeouts, blocks and the
+// health actor use. The default is the real clock.
+func WithClock(c clock.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
+
+// WithSeed makes the random provider pick and backoff jitter reproducible
+// for a given sequence of decisions: they draw from one PCG source seeded
+// with seed, guarded by a mutex. The default draws from math/rand/v2's
+// goroutine-safe global source, which needs no lock.
+func WithSeed(seed uint64) Option {
+	return func(o *options) {
+		o.rnd = &lockedSource{src: rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)}
+	}
+}
+
+// WithRand sets the random source. It must be safe for concurrent use if
+// Do is called from several goroutines.
+func WithRand(src rand.Source) Option {
+	return func(o *options) {
+		if src != nil {
+			o.rnd = src
+		}
+	}
+}
+
+// WithHooks sets callbacks a host can export as metrics. They run on the
+// request's goroutine and must be quick and safe for concurrent use.
+func WithHooks(h Hooks) Option {
+	return func(o *options) { o.hooks = h }
+}
+
+// WithHealth replaces the engine's health actor by h. It exists for the
+// simulator, which drives requests one at a time in virtual time and wants
+// every fact applied at once (see SyncHealth); with it the engine starts no
+// goroutine.
+func WithHealth(h Health) Option {
+	return func(o *options) { o.health = h }
+}
+
+// Hooks are optional callbacks for metrics. A nil field is skipped.
+type Hooks struct {
+	// Attempt is called after every attempt with its outcome class.
+	Attempt func(AttemptEvent)
+	// Retry is called when the engine decides to make another attempt.
+	Retry func(RetryEvent)
+	// Exhausted is called once for every exhausted request.
+	Exhausted func(Reason)
+	// Block is called when the request reports a block-creating fact:
+	// a Retry-After (kind health.RetryAfter, with its capped duration) or
+	// a latency event (kind health.Latency, with the block duration it
+	// would create).
+	Block func(id string, kind health.Kind, d time.Duration)
+	// Latency is called with every latency measurement the policy compares
+	// with a threshold.
+	Latency func(target string, d time.Duration)
+}
+
+// AttemptEvent describes one finished attempt.
+type AttemptEvent struct {
+	Target string
+	Number int
+	Status int
+	Class  policy.Class
+}
+
+// RetryEvent describes a decision to retry.
+type RetryEvent struct {
+	From, To string
+	Number   int // the number of the attempt about to be made
+	Wait     time.Duration
+	Fallback int // position in fallback_models, or -1 (same target or random pick)
+}
+
+// lockedSource makes a seeded source safe for concurrent use.
+type lockedSource struct {
+	mu  sync.Mutex
+	src *rand.PCG
+}
+
+func (s *lockedSource) Uint64() uint64 {
+	s.mu.Lock()
+	v := s.src.Uint64()
+	s.mu.Unlock()
+	return v
+}
+
+// globalSource is math/rand/v2's global generator: per-thread state, no
+// lock, safe for concurrent use.
+type globalSource struct{}
+
+func (globalSource) Uint64() uint64 { return rand.Uint64() }

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/reroute-go/reroute/policy"
+)
+
+// Result is the delivered attempt of a request.
+type Result struct {
+	Target   string         // the target that served
+	Attempts int            // attempts made, the served one included
+	Outcome  policy.Outcome // the served attempt's outcome
+	Class    policy.Class   // Success, SlowSuccess or PassThrough
+
+	e      *Engine
+	rules  *policy.Rules
+	target int
+}
+
+// Retried reports whether the request needed more than one attempt.
+func (r Result) Retried() bool { return r.Attempts > 1 }
+
+// End reports how a streamed answer ended, after the caller has relayed its
+// body: total is the attempt's whole duration, err a failure after commit
+// (a cut stream, a stall past the idle timeout) or nil. The engine never
+// retries a committed answer; End only lets the shared health state learn
+// from it: a measure: total latency event, and the failure counter. Call it
+// at most once; it is safe to skip for answers that are not streamed.
+func (r Result) End(total time.Duration, err error) {
+	e := r.e
+	if e == nil {
+		return
+	}
+	if err != nil {
+		if e.counters != nil {
+			e.counters.Failure(r.target)
+		}
+		if e.debug {
+			e.log.Debug("reroute failure after commit", zap.String("target", r.Target), zap.Duration("elapsed", total), zap.Error(err))
+		}
+	}
+	if r.rules == nil || r.rules.Latency == nil {
+		return
+	}
+	l := r.rules.Latency
+	if l.Measure != policy.MeasureTotal || total <= l.Threshold || l.ApplyTo != policy.ApplyGlobal {
+		return
+	}
+	if e.hooks.Latency != nil {
+		e.hooks.Latency(r.Target, total)
+	}
+	e.health.ReportLatency(e.c.ID(r.target, l.Scope), e.now(), l.MinTriggers, l.Window, l.Block)
+}
