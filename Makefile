@@ -36,7 +36,11 @@ cover: ## tests with coverage; writes cover.out and prints the total
 .PHONY: bench
 bench: ## hot-path benchmarks, -benchmem -count $(COUNT), then a table
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) $(PKGS) | tee bench.out
-	@$(GO) run ./bench/cmd/benchtable < bench.out 2>/dev/null || true
+	@echo; echo "medians of $(COUNT) runs:"; $(GO) run ./bench/cmd/benchtable < bench.out
+
+.PHONY: bench-peers
+bench-peers: ## reroute and failsafe-go on the same workloads, with ratios (nested module bench/peers)
+	cd bench/peers && $(GO) run ./cmd/peertable
 
 .PHONY: fuzz
 fuzz: ## every fuzz target for FUZZTIME (default 10s) each
