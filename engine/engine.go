@@ -28,7 +28,6 @@ type Engine struct {
 
 	health   Health
 	actor    *health.Actor // nil under WithHealth
-	counters *health.Counters
 
 	clock     clock.Clock
 	realClock bool
@@ -112,7 +111,9 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	} else {
 		e.actor = health.New(c, health.WithClock(o.clock), health.WithLogger(o.logger))
 		e.health = actorHealth{e.actor}
-		e.counters = e.actor.Counters()
+	}
+	for i := range e.shards {
+		e.shards[i].counts = newCounts(c.NumTargets())
 	}
 	return e, nil
 }

@@ -59,7 +59,7 @@ type Machine struct {
 	nkeys int
 	keys2 []keyCount
 
-	failed  [4]FailedAttempt
+	failed  [2]FailedAttempt
 	nfailed int
 	failed2 []FailedAttempt
 
@@ -81,8 +81,7 @@ type keyCount struct {
 }
 
 // Begin prepares m for a request whose primary is model, for a driver
-// other than Do (the simulator). It counts the request for the retry
-// budget. The order of calls is SetNow (virtual time only), Begin,
+// other than Do (the simulator). The order of calls is SetNow (virtual time only), Begin,
 // SetDeadline, then Start and Observe until a StepDone or StepFail, then
 // Finish.
 func (e *Engine) Begin(m *Machine, model string) error {
@@ -90,21 +89,36 @@ func (e *Engine) Begin(m *Machine, model string) error {
 	if !m.virtual {
 		s = e.pickShard()
 	}
+	virtual, now := m.virtual, m.nowNs
+	*m = Machine{virtual: virtual, nowNs: now, haveNow: virtual}
 	return e.begin(m, s, model)
 }
 
+// begin prepares a zeroed (or freshly reset) m.
 func (e *Engine) begin(m *Machine, s *shard, model string) error {
-	t, ok := e.c.Lookup(model)
+	t, ok := e.lookupTarget(model)
 	if !ok {
 		return &unknownModelError{model}
 	}
-	virtual, now := m.virtual, m.nowNs
-	*m = Machine{e: e, rules: e.c.Rules[t], primary: t, current: t, shard: s, virtual: virtual, nowNs: now, haveNow: virtual}
+	m.e, m.rules, m.primary, m.current, m.shard = e, e.c.Rules[t], t, t, s
 	if n := e.c.NumTargets(); n > 256 {
 		m.attempted2 = make([]uint64, (n+63)/64)
 	}
-	s.requests.Add(1)
 	return nil
+}
+
+// lookupTarget finds a target's index. With a handful of targets comparing
+// the strings beats hashing one.
+func (e *Engine) lookupTarget(model string) (int, bool) {
+	if ts := e.c.Targets; len(ts) <= 8 {
+		for i, t := range ts {
+			if t == model {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	return e.c.Lookup(model)
 }
 
 // SetNow puts m in virtual time: from now on it reads time only from
@@ -207,8 +221,9 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	if t != m.primary {
 		m.moved = true
 	}
-	if m.e.counters != nil {
-		m.e.counters.Attempt(t)
+	m.shard.count(t, countAttempts)
+	if m.attempts > 1 {
+		m.shard.count(t, countRetries)
 	}
 	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
@@ -227,17 +242,13 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured)
 	}
 	if !class.Retriable() {
-		if m.e.counters != nil {
-			m.e.counters.Success(t)
-		}
+		m.shard.count(t, countSuccesses)
 		if m.attempts > 1 && m.e.debug {
 			m.e.log.Debug("reroute retry succeeded", zap.String("target", m.e.c.Targets[t]), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
-	if m.e.counters != nil {
-		m.e.counters.Failure(t)
-	}
+	m.shard.count(t, countFailures)
 	rec := FailedAttempt{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class, Err: o.Err}
 	if class == policy.HTTPError {
 		hint := policy.ParseRetryAfter(o.Status, o.Header, time.Unix(0, m.now()), m.rules.RetryAfter.Max)

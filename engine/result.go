@@ -35,9 +35,7 @@ func (r Result) End(total time.Duration, err error) {
 		return
 	}
 	if err != nil {
-		if e.counters != nil {
-			e.counters.Failure(r.target)
-		}
+		e.shards[0].count(r.target, countFailures)
 		if e.debug {
 			e.log.Debug("reroute failure after commit", zap.String("target", r.Target), zap.Duration("elapsed", total), zap.Error(err))
 		}
