@@ -26,8 +26,8 @@ type Engine struct {
 	c        *policy.Compiled
 	timeouts []time.Duration // per target: per-attempt timeout, 0 = none
 
-	health   Health
-	actor    *health.Actor // nil under WithHealth
+	health Health
+	actor  *health.Actor // nil under WithHealth
 
 	clock     clock.Clock
 	realClock bool

@@ -82,7 +82,7 @@ type Rules struct {
 	Budget           time.Duration // max_retry_duration_ms; 0 = no budget
 	SameModelRetries int
 
-	first   [600 - 100]uint8 // status code - 100 → index+1 of the first entry that lists it
+	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
 	sets    []CodeSet        // per on_status_codes entry
 }
@@ -228,7 +228,7 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 		r.actions = append(r.actions, action(e.Strategy, *e.MaxAttempts))
 		for code := 100; code <= 599; code++ {
 			if set.Has(code) && r.first[code-100] == 0 {
-				r.first[code-100] = uint8(len(r.actions))
+				r.first[code-100] = int32(len(r.actions))
 			}
 		}
 	}

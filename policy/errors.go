@@ -26,6 +26,8 @@ func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.Path)
 	switch {
+	case p.Path == "" && p.Line > 0: // a problem of the whole document
+		fmt.Fprintf(&b, "line %d", p.Line)
 	case p.Model != "" && p.Line > 0:
 		fmt.Fprintf(&b, " (model %s, line %d)", p.Model, p.Line)
 	case p.Model != "":
@@ -33,7 +35,9 @@ func (p Problem) String() string {
 	case p.Line > 0:
 		fmt.Fprintf(&b, " (line %d)", p.Line)
 	}
-	b.WriteString(": ")
+	if b.Len() > 0 {
+		b.WriteString(": ")
+	}
 	b.WriteString(p.Message)
 	return b.String()
 }

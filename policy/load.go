@@ -41,8 +41,12 @@ func Parse(data []byte) (*Config, []Warning, error) {
 		return nil, nil, &Error{Problems: []Problem{{Message: "YAML syntax: " + err.Error()}}}
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	switch err := dec.Decode(&extra); {
+	case err == nil:
 		return nil, nil, &Error{Problems: []Problem{{Line: extra.Line, Message: "the file holds more than one YAML document; write one"}}}
+	case !errors.Is(err, io.EOF):
+		// A broken second document is still a second document.
+		return nil, nil, &Error{Problems: []Problem{{Message: "YAML syntax: " + err.Error()}}}
 	}
 	return parseNode(&root)
 }
@@ -99,9 +103,12 @@ func parseNode(root *yaml.Node) (*Config, []Warning, error) {
 	return nil, warns, &Error{Problems: probs}
 }
 
+// coveredBy reports whether a validation problem at path is about a field
+// that failed to decode: the field itself, a field inside it, or a
+// collection holding it (a list whose element failed is decoded short).
 func coveredBy(path string, probs []Problem) bool {
 	for _, p := range probs {
-		if p.Path != "" && (path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[")) {
+		if p.Path != "" && (path == p.Path || under(path, p.Path) || under(p.Path, path)) {
 			return true
 		}
 	}
@@ -113,6 +120,7 @@ func coveredBy(path string, probs []Problem) bool {
 type lineIndex struct {
 	lines  map[string]int
 	byLine map[int]string
+	shared map[int]bool // lines holding sibling fields; see setLine
 }
 
 func (x *lineIndex) line(path string) int {
@@ -129,6 +137,48 @@ func (x *lineIndex) line(path string) int {
 		path = path[:i]
 	}
 	return 0
+}
+
+// setLine records that path is written on line. yaml.v3 type errors name a
+// line but no column, so a line names the deepest path written on it (what
+// a type error on a block-style line is about), or, when a flow collection
+// puts several sibling fields on one line, their nearest common ancestor:
+// naming one sibling would blame a field that may be fine.
+func (x *lineIndex) setLine(line int, path string) {
+	prev, ok := x.byLine[line]
+	switch {
+	case !ok || (under(path, prev) && !x.shared[line]):
+		x.byLine[line] = path
+	case prev == path || under(path, prev) || under(prev, path):
+	default:
+		x.byLine[line] = commonPath(prev, path)
+		if x.shared == nil {
+			x.shared = map[int]bool{}
+		}
+		x.shared[line] = true
+	}
+}
+
+// under reports whether path is strictly inside ancestor.
+func under(path, ancestor string) bool {
+	return len(path) > len(ancestor) && strings.HasPrefix(path, ancestor) &&
+		(path[len(ancestor)] == '.' || path[len(ancestor)] == '[')
+}
+
+// commonPath returns the longest field path that is a or contains both a
+// and b.
+func commonPath(a, b string) string {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	boundary := func(s string, i int) bool { return i == len(s) || s[i] == '.' || s[i] == '[' }
+	for ; n > 0; n-- {
+		if boundary(a, n) && boundary(b, n) {
+			return a[:n]
+		}
+	}
+	return ""
 }
 
 var lineMsg = regexp.MustCompile(`^line (\d+): (.*)$`)
@@ -158,9 +208,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Pr
 		if _, ok := idx.lines[path]; !ok {
 			idx.lines[path] = n.Line
 		}
-		// A scalar's line names its deepest path: that is what type
-		// errors on that line are about.
-		idx.byLine[n.Line] = path
+		idx.setLine(n.Line, path)
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
 		return
@@ -180,7 +228,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Pr
 				continue
 			}
 			idx.lines[p] = k.Line
-			idx.byLine[k.Line] = p
+			idx.setLine(k.Line, p)
 			walk(v, f, p, idx, probs)
 			idx.lines[p] = k.Line
 		}

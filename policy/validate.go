@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -384,15 +385,15 @@ func (k *checker) engine() {
 		v := DefaultBudgetPercent
 		b.Percent = &v
 	}
-	if *b.Percent < 0 || *b.Percent > 100 {
+	if !(*b.Percent >= 0 && *b.Percent <= 100) { // written so that NaN fails too
 		k.errorf("engine.retry_budget.percent", "must be between 0 and 100, got %g", *b.Percent)
 	}
 	if b.MinPerSecond == nil {
 		v := DefaultBudgetMinPerSecond
 		b.MinPerSecond = &v
 	}
-	if *b.MinPerSecond < 0 {
-		k.errorf("engine.retry_budget.min_per_second", "must not be negative, got %g", *b.MinPerSecond)
+	if !(*b.MinPerSecond >= 0) || math.IsInf(*b.MinPerSecond, 1) { // NaN fails too
+		k.errorf("engine.retry_budget.min_per_second", "must be a finite number, not negative, got %g", *b.MinPerSecond)
 	}
 	if b.Window == nil {
 		w := Duration(DefaultBudgetWindow)
