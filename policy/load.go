@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -238,6 +239,15 @@ func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Pr
 		}
 		for i, item := range n.Content {
 			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), idx, probs)
+		}
+	case reflect.Int:
+		// yaml.v3 truncates a float decoded into an int (2.5 becomes 2);
+		// strict decoding refuses a fraction. 2.0 and 1e3 are whole
+		// numbers and stay accepted, as JSON Schema's integer does.
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" {
+			if f, err := strconv.ParseFloat(n.Value, 64); err == nil && f != math.Trunc(f) {
+				*probs = append(*probs, Problem{Path: path, Line: n.Line, Message: fmt.Sprintf("%s is not a whole number", n.Value)})
+			}
 		}
 	}
 }

@@ -283,7 +283,8 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			k.errorf(bp+".jitter", "unknown jitter %q: use true, false, none, equal, full or decorrelated", *b.Jitter)
 		}
 		switch {
-		case b.ApplyTo == BackoffSameModel && rp.DefaultStrategy == DifferentProvider:
+		case b.ApplyTo == BackoffSameModel && rp.DefaultStrategy == DifferentProvider &&
+			(rp.SameModelRetries == nil || *rp.SameModelRetries == 0): // same_model_retries retries the same model
 			k.warnf(bp+".apply_to", "backoff applies only to same-model retries, but default_strategy different_provider never retries the same model, so it rarely applies")
 		case b.ApplyTo == BackoffSameProvider && rp.DefaultStrategy == SameModel:
 			k.warnf(bp+".apply_to", "backoff apply_to same_provider with default_strategy same_model: every retry stays on the same model; say apply_to: same_model to state that")
