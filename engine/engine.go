@@ -169,16 +169,19 @@ func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error
 		}
 		if st.Wait > 0 {
 			if err := e.sleep(ctx, st.Wait); err != nil {
+				m.abandon()
 				return Result{}, err
 			}
 		}
 		if err := ctx.Err(); err != nil {
+			m.abandon()
 			if errors.Is(err, context.DeadlineExceeded) && m.attempts > 1 {
 				return Result{}, m.fail(ReasonDeadline, false).Err
 			}
 			return Result{}, err
 		}
 		if m.attempts > 1 && e.closed.Load() {
+			m.abandon()
 			return Result{}, ErrClosed
 		}
 		o, perr := e.invoke(ctx, &m, st.Target, call)
@@ -187,6 +190,9 @@ func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error
 		}
 		if o.Err != nil {
 			if err := ctx.Err(); err != nil {
+				// The request's context cut the attempt: it was made, and
+				// failed, though Observe will not see it.
+				m.shard.count(m.current, countFailures)
 				if errors.Is(err, context.DeadlineExceeded) {
 					m.recordTimeout(&o)
 					return Result{}, m.fail(ReasonDeadline, false).Err
@@ -232,12 +238,16 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t]}
 	actx := ctx
 	var cancel context.CancelFunc
+	var t0 time.Time
 	if to := e.timeouts[t]; to > 0 {
-		actx, cancel = e.clock.WithTimeout(ctx, to)
+		// WithTimeout would read the clock anyway; reading it here gives a
+		// timed-out attempt its elapsed time (SPEC §11's timeout_<ms>ms)
+		// even when neither the call nor on_high_latency measures it.
+		t0 = e.clock.Now()
+		actx, cancel = e.clock.WithDeadline(ctx, t0.Add(to))
 	}
 	measure := m.rules != nil && m.rules.Latency != nil
-	var t0 time.Time
-	if measure {
+	if measure && t0.IsZero() {
 		t0 = e.clock.Now()
 	}
 	defer func() {
@@ -258,7 +268,7 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 			o.Err = err
 		}
 	}
-	if measure && o.TTFB == 0 && o.Total == 0 {
+	if (measure || o.Err != nil) && !t0.IsZero() && o.TTFB == 0 && o.Total == 0 {
 		el := e.clock.Since(t0)
 		o.TTFB, o.Total = el, el
 	}

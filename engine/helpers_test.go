@@ -2,7 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -99,4 +102,43 @@ func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// asExhausted returns err as an *ExhaustedError or fails the test.
+func asExhausted(t testing.TB, err error) *ExhaustedError {
+	t.Helper()
+	var ex *ExhaustedError
+	if !errors.As(err, &ex) {
+		t.Fatalf("err = %v, want *ExhaustedError", err)
+	}
+	return ex
+}
+
+// exhaustedBody is the JSON body of SPEC §11, as a client decodes it.
+type exhaustedBody struct {
+	Error struct {
+		Message  string `json:"message"`
+		Type     string `json:"type"`
+		Attempts []struct {
+			Model     string `json:"model"`
+			ErrorType string `json:"error_type"`
+			Attempt   int    `json:"attempt"`
+		} `json:"attempts"`
+		TotalAttempts   int      `json:"total_attempts"`
+		MaxRetryAfter   *float64 `json:"observed_max_retry_after_seconds"`
+		ShortestBlock   *float64 `json:"shortest_remaining_block_seconds"`
+		BudgetExhausted *bool    `json:"retry_budget_exhausted"`
+	} `json:"error"`
+}
+
+// render writes ex as an HTTP response and decodes its body.
+func render(t testing.TB, ex *ExhaustedError) (*httptest.ResponseRecorder, exhaustedBody) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	ex.WriteHTTP(rec, "req-1")
+	var b exhaustedBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &b); err != nil {
+		t.Fatalf("body %q: %v", rec.Body, err)
+	}
+	return rec, b
 }

@@ -228,6 +228,17 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
 
+// abandon takes back the count of the attempt the last step decided, when
+// the driver ends the request without making it (Close, cancellation or
+// the deadline during its wait), so that Counts count attempts sent.
+func (m *Machine) abandon() {
+	t := m.current
+	m.shard.counts[t*countKinds+countAttempts].Add(-1)
+	if m.attempts > 1 {
+		m.shard.counts[t*countKinds+countRetries].Add(-1)
+	}
+}
+
 // Observe takes the outcome of the attempt the last step asked for and
 // decides the next step (SPEC §10).
 func (m *Machine) Observe(o *policy.Outcome) Step {
