@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reroute-go/reroute/engine"
+	"github.com/reroute-go/reroute/engine/httpproxy"
+	"github.com/reroute-go/reroute/policy"
+)
+
+// syncBuffer is a bytes.Buffer the gateway's logger and the test can share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// gateway runs the command on a free loopback port with the configuration
+// text; it returns the base URL and a function that stops it (as SIGTERM
+// would) and returns run's error.
+func gateway(t *testing.T, config string, extra ...string) (url string, stop func() error, logs *syncBuffer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "reroute.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	args := append([]string{"-config", path, "-addr", "127.0.0.1:0"}, extra...)
+	go func() { done <- run(ctx, args, logs, func(a string) { addr <- a }) }()
+	select {
+	case a := <-addr:
+		url = "http://" + a
+	case err := <-done:
+		cancel()
+		t.Fatalf("run: %v\n%s", err, logs)
+	}
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			err = <-done
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return url, stop, logs
+}
+
+func upstream(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func answer(model string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"`+model+`","choices":[]}`)
+	}
+}
+
+func post(t *testing.T, url, body string) (*http.Response, string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// In front of two providers: the primary's 429 fails over; the warnings
+// are logged once each; a stop shuts the gateway down cleanly.
+func TestGateway(t *testing.T) {
+	gotKey := make(chan string, 1)
+	primary := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(429)
+		io.WriteString(w, `{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}`)
+	})
+	secondary := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		gotKey <- r.Header.Get("X-Api-Key")
+		answer("claude-3-5-sonnet")(w, r)
+	})
+	t.Setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
+	url, stop, logs := gateway(t, `
+model_providers:
+  - model: openai/gpt-4o
+    base_url: `+primary.URL+`/v1
+    access_key: $TEST_OPENAI_KEY_NOT_SET
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      on_status_codes: [{codes: [429], strategy: different_provider, max_attempts: 2}]
+      on_high_latency: {threshold_ms: 500, strategy: different_provider, max_attempts: 2}
+  - model: anthropic/claude-3-5-sonnet
+    base_url: `+secondary.URL+`/v1
+    access_key: $TEST_ANTHROPIC_KEY
+    provider_interface: anthropic
+`)
+	resp, body := post(t, url, `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != "anthropic/claude-3-5-sonnet" || !strings.Contains(body, `"model":"claude-3-5-sonnet"`) {
+		t.Errorf("status %d, target %q: %s", resp.StatusCode, resp.Header.Get("X-Reroute-Target"), body)
+	}
+	if k := <-gotKey; k != "sk-ant-test" {
+		t.Errorf("the secondary got x-api-key %q", k)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run after stop: %v", err)
+	}
+	var warnings, stopped int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var e struct {
+			Level, Msg, Path string
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		switch {
+		case strings.Contains(e.Msg, "configuration warning"):
+			warnings++
+		case e.Msg == "gateway stopped":
+			stopped++
+		}
+	}
+	// threshold_ms below 1000, and $TEST_OPENAI_KEY_NOT_SET: two
+	// warnings, each logged once.
+	if warnings != 2 || stopped != 1 {
+		t.Errorf("%d warnings, %d stops logged:\n%s", warnings, stopped, logs)
+	}
+	if strings.Contains(logs.String(), "sk-ant-test") {
+		t.Error("a key reached the logs")
+	}
+}
+
+// A configuration with errors: nothing starts, every problem is printed.
+func TestRefusesInvalidConfiguration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte(`
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:1/v1
+    retry_policy:
+      backoff: {base_ms: 100}
+      on_status_codes: [{codes: [700], strategy: same_model, max_attempts: 2}]
+`), 0o600)
+	var out syncBuffer
+	err := run(context.Background(), []string{"-config", path, "-addr", "127.0.0.1:0"}, &out, func(string) {
+		t.Error("the gateway started")
+	})
+	if err == nil || !strings.Contains(out.String(), "backoff.apply_to") || !strings.Contains(out.String(), "codes[0]") {
+		t.Errorf("run = %v; printed:\n%s", err, out.String())
+	}
+	// A provider without base_url is an error for the gateway.
+	os.WriteFile(path, []byte("model_providers:\n  - model: openai/gpt-4o\n"), 0o600)
+	out = syncBuffer{}
+	if err := run(context.Background(), []string{"-config", path}, &out, nil); err == nil || !strings.Contains(out.String(), "base_url") {
+		t.Errorf("run = %v; printed:\n%s", err, out.String())
+	}
+	if err := run(context.Background(), []string{"-nope"}, &out, nil); err != errUsage {
+		t.Errorf("bad flag: %v", err)
+	}
+}
+
+// A stop lets the request in flight finish, then the gateway ends.
+func TestGracefulShutdown(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	slow := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		answer("gpt-4o")(w, r)
+	})
+	url, stop, _ := gateway(t, `
+model_providers:
+  - model: openai/gpt-4o
+    base_url: `+slow.URL+`/v1
+    access_key: sk-test
+`)
+	type result struct {
+		status int
+		body   string
+	}
+	got := make(chan result, 1)
+	go func() {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"gpt-4o","messages":[]}`))
+		if err != nil {
+			got <- result{body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- result{resp.StatusCode, string(b)}
+	}()
+	<-arrived
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// Shutdown has begun once the listener refuses new connections; the
+	// request in flight must still be answered.
+	host := strings.TrimPrefix(url, "http://")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway kept accepting connections after stop")
+		}
+		runtime.Gosched()
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("the request ended before the upstream answered: %+v", r)
+	default:
+	}
+	close(release)
+	if r := <-got; r.status != 200 || !strings.Contains(r.body, "chatcmpl-1") {
+		t.Errorf("request in flight: %+v", r)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
+
+// SIGTERM (and SIGINT) end signalContext's context instead of the process.
+func TestSignalContext(t *testing.T) {
+	ctx, stop := signalContext()
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGTERM did not end the context")
+	}
+}
+
+// examples/gateway.yaml, which docs/gateway.md's quick start uses, loads
+// without errors or warnings and builds a gateway.
+func TestExampleConfiguration(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "sk-example")
+	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-example")
+	cfg, warns, err := policy.Load("../../examples/gateway.yaml")
+	if err != nil || len(warns) > 0 {
+		t.Fatalf("Load: %v, warnings %v", err, warns)
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h, err := httpproxy.New(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.CloseIdleConnections()
+}

@@ -1,0 +1,113 @@
+package httpproxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+)
+
+// Errors of a stream that failed after commit, as Result.End receives
+// them. A stall or an attempt deadline arrives as a *TimeoutError instead.
+var (
+	// ErrStreamIncomplete: the upstream ended the stream without
+	// "data: [DONE]".
+	ErrStreamIncomplete = errors.New("reroute/httpproxy: upstream stream ended without [DONE]")
+	// ErrStreamCut: the upstream connection failed inside the stream.
+	ErrStreamCut = errors.New("reroute/httpproxy: upstream stream cut")
+	// ErrStreamMalformed: the upstream sent something that is not a
+	// chat completion SSE event.
+	ErrStreamMalformed = errors.New("reroute/httpproxy: malformed upstream stream")
+	// ErrStreamError: the upstream reported an error inside the stream.
+	// Its event is relayed to the client as it was sent.
+	ErrStreamError = errors.New("reroute/httpproxy: upstream reported an error in the stream")
+	// ErrBodyCut: the body of a response that is not a stream, too large
+	// to be buffered, failed after it had begun to reach the client.
+	ErrBodyCut = errors.New("reroute/httpproxy: upstream response body cut")
+)
+
+// errEmptyStream is a stream that ended before its first event: a failed
+// attempt, retried like a transport error.
+var errEmptyStream = errors.New("reroute/httpproxy: upstream stream ended before its first event")
+
+// streamErrorCode is the code of the in-band error event for a stream
+// failure after commit.
+func streamErrorCode(err error) string {
+	var te *TimeoutError
+	switch {
+	case errors.As(err, &te):
+		return te.code()
+	case errors.Is(err, ErrStreamIncomplete):
+		return "upstream_stream_incomplete"
+	case errors.Is(err, ErrStreamMalformed):
+		return "upstream_stream_malformed"
+	}
+	return "upstream_stream_cut"
+}
+
+// streamErrorEvent renders the SSE event that tells the client its stream
+// failed after commit, in the shape OpenAI uses inside a stream (which the
+// official SDKs raise on). It carries no upstream bytes and no credential.
+func streamErrorEvent(err error, requestID string) []byte {
+	b := make([]byte, 0, 256)
+	b = append(b, `data: {"error":{"message":`...)
+	b = appendJSONString(b, streamErrorMessage(err))
+	b = append(b, `,"type":"upstream_error","param":null,"code":`...)
+	b = appendJSONString(b, streamErrorCode(err))
+	if requestID != "" {
+		b = append(b, `,"request_id":`...)
+		b = appendJSONString(b, requestID)
+	}
+	return append(b, "}}\n\n"...)
+}
+
+func streamErrorMessage(err error) string {
+	var te *TimeoutError
+	switch {
+	case errors.As(err, &te) && te.Phase == PhaseAttempt:
+		return "The upstream stream exceeded the attempt timeout of " + te.Limit.String() + "; the answer is incomplete."
+	case errors.As(err, &te):
+		return "The upstream stream stalled for more than " + te.Limit.String() + "; the answer is incomplete."
+	case errors.Is(err, ErrStreamIncomplete):
+		return "The upstream stream ended without [DONE]; the answer may be incomplete."
+	case errors.Is(err, ErrStreamMalformed):
+		return "The upstream sent a malformed stream; the answer is incomplete."
+	}
+	return "The upstream stream was cut; the answer is incomplete."
+}
+
+// writeError writes an OpenAI-shaped error response:
+// {"error":{"message","type","param","code"}}. param and code are null when
+// empty.
+func writeError(w http.ResponseWriter, status int, requestID, typ, message, param, code string) {
+	b := make([]byte, 0, 128+len(message))
+	b = append(b, `{"error":{"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"param":`...)
+	b = appendNullable(b, param)
+	b = append(b, `,"code":`...)
+	b = appendNullable(b, code)
+	b = append(b, "}}"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	if requestID != "" {
+		h.Set("X-Request-Id", requestID)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func appendNullable(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, s)
+}
+
+// invalidRequest writes a 4xx for a request the handler refuses before any
+// upstream sees it.
+func invalidRequest(w http.ResponseWriter, status int, requestID, message, param, code string) {
+	writeError(w, status, requestID, "invalid_request_error", message, param, code)
+}

@@ -1,0 +1,183 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+)
+
+// eventKind is what one SSE event of a chat completion stream is.
+type eventKind uint8
+
+const (
+	// evData is a chunk: data whose payload is a JSON object.
+	evData eventKind = iota
+	// evNoise is a block of comments, or a ping event: relayed to the
+	// client, but it is not a token, so it neither ends the first-token
+	// wait nor resets the idle timer (PROVIDER-ERRORS §14, rule 4).
+	evNoise
+	// evDone is "data: [DONE]", the end of an OpenAI-style stream.
+	evDone
+	// evError is an error reported inside the stream: data with a
+	// top-level "error" object, or an event named "error".
+	evError
+)
+
+// maxLine bounds one SSE line; a chunk carrying a base64 image can be
+// megabytes long, an endless line is a broken upstream.
+const maxLine = 16 << 20
+
+// malformedError is a stream that does not follow the SSE grammar or
+// whose data is not JSON.
+type malformedError struct{ what string }
+
+func (e *malformedError) Error() string { return "malformed SSE stream: " + e.what }
+
+var (
+	doneData = []byte("[DONE]")
+	errorKey = []byte(`"error"`)
+)
+
+// sseReader splits an upstream SSE body into events, keeping each event's
+// raw bytes so that it is relayed exactly as the upstream sent it. It is
+// not safe for concurrent use.
+type sseReader struct {
+	br   *bufio.Reader
+	ev   []byte // raw bytes of the current event; valid until the next call
+	data []byte // its data lines joined with "\n"
+	line []byte // a line longer than the bufio buffer, assembled
+}
+
+// next reads one event. raw is valid until the next call; data is the
+// joined payload. At a clean end of the body it returns io.EOF; a body cut
+// inside an event gives io.ErrUnexpectedEOF; a grammar violation a
+// *malformedError. "data: [DONE]" is accepted without its closing blank
+// line.
+func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
+	r.ev, r.data = r.ev[:0], r.data[:0]
+	var (
+		fields, comments bool
+		nData            int
+		name             string
+	)
+	for {
+		line, rerr := r.readLine()
+		if rerr != nil && rerr != io.EOF {
+			return 0, nil, nil, rerr
+		}
+		r.ev = append(r.ev, line...)
+		content := bytes.TrimRight(line, "\r\n")
+		switch {
+		case len(content) == 0 && len(line) > 0:
+			// A blank line ends an event.
+			if fields {
+				return r.dispatch(name, nData)
+			}
+			if comments {
+				return evNoise, r.ev, nil, nil
+			}
+			// Blank lines before an event: keep them with it.
+			continue
+		case len(content) > 0 && content[0] == ':':
+			comments = true
+		case len(content) > 0:
+			field, value, _ := bytes.Cut(content, []byte{':'})
+			value = bytes.TrimPrefix(value, []byte{' '})
+			switch string(field) {
+			case "data":
+				if nData > 0 {
+					r.data = append(r.data, '\n')
+				}
+				r.data = append(r.data, value...)
+				nData++
+			case "event":
+				name = string(value)
+			case "id", "retry":
+			default:
+				return 0, nil, nil, &malformedError{"a line that is not an SSE field"}
+			}
+			fields = true
+		}
+		if rerr == io.EOF {
+			if nData == 1 && name == "" && bytes.Equal(r.data, doneData) {
+				if !bytes.HasSuffix(r.ev, []byte("\n\n")) {
+					r.ev = append(bytes.TrimRight(r.ev, "\r\n"), '\n', '\n')
+				}
+				return evDone, r.ev, r.data, nil
+			}
+			if fields {
+				return 0, nil, nil, io.ErrUnexpectedEOF
+			}
+			return 0, nil, nil, io.EOF
+		}
+	}
+}
+
+func (r *sseReader) dispatch(name string, nData int) (eventKind, []byte, []byte, error) {
+	switch {
+	case name == "ping":
+		return evNoise, r.ev, r.data, nil
+	case nData == 0 && name == "error":
+		return evError, r.ev, r.data, nil
+	case nData == 0:
+		// id or retry alone: no payload to deliver, not a token.
+		return evNoise, r.ev, r.data, nil
+	case bytes.Equal(r.data, doneData):
+		return evDone, r.ev, r.data, nil
+	}
+	if !json.Valid(r.data) {
+		return 0, nil, nil, &malformedError{"data that is not JSON"}
+	}
+	if name == "error" || hasErrorMember(r.data) {
+		return evError, r.ev, r.data, nil
+	}
+	return evData, r.ev, r.data, nil
+}
+
+// hasErrorMember reports whether a JSON payload is an object with a
+// non-null top-level "error" member, the OpenAI-compatible way of failing
+// inside a stream.
+func hasErrorMember(data []byte) bool {
+	if !bytes.Contains(data, errorKey) {
+		return false
+	}
+	var buf [1]member
+	ms, ok := findKey(data, "error", buf[:0])
+	if !ok {
+		return false
+	}
+	for _, m := range ms {
+		if string(data[m.valStart:m.valEnd]) != "null" {
+			return true
+		}
+	}
+	return false
+}
+
+// readLine returns the next line with its terminator, or the final
+// unterminated bytes with io.EOF. The slice is valid until the next call.
+func (r *sseReader) readLine() ([]byte, error) {
+	line, err := r.br.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	r.line = append(r.line[:0], line...)
+	for {
+		line, err = r.br.ReadSlice('\n')
+		r.line = append(r.line, line...)
+		if len(r.line) > maxLine {
+			return nil, &malformedError{"line longer than 16 MiB"}
+		}
+		if err != bufio.ErrBufferFull {
+			return r.line, err
+		}
+	}
+}
+
+// isMalformed reports whether err is a grammar violation of the stream.
+func isMalformed(err error) bool {
+	var m *malformedError
+	return errors.As(err, &m)
+}
