@@ -1,0 +1,440 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/benbjohnson/clock"
+
+	"github.com/reroute-go/reroute/engine"
+	"github.com/reroute-go/reroute/health"
+	"github.com/reroute-go/reroute/policy"
+)
+
+// epoch is virtual time zero, in unix nanoseconds: 2023-11-14T22:13:20Z.
+// It is not 0 because the engine reads 0 as "not set" (deadlines, the
+// time budget's start), and it is a plausible date so that an HTTP-date
+// Retry-After means something.
+const epoch = int64(1_700_000_000) * int64(time.Second)
+
+// Options tune a run. The zero value runs the scenario as written.
+type Options struct {
+	// Requests overrides workload.requests when > 0.
+	Requests int
+	// Seed overrides the scenario's seed when not nil.
+	Seed *uint64
+	// Progress, when not nil, is called from the run's goroutine about
+	// every ProgressEvery of wall time (default 1 s), and once at the end.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+}
+
+// Progress is the state of a run in progress.
+type Progress struct {
+	Policy    string        // "reroute" or "naive"
+	Elapsed   time.Duration // wall time since the run started
+	Done      int64         // requests finished
+	Total     int64         // requests of the run
+	Succeeded int64
+	Scenario  time.Duration // scenario time reached
+	Final     bool          // the last call of the run
+}
+
+func (o *Options) requests(sc *Scenario) int {
+	if o.Requests > 0 {
+		return o.Requests
+	}
+	return sc.Workload.Requests
+}
+
+func (o *Options) seed(sc *Scenario) uint64 {
+	if o.Seed != nil {
+		return *o.Seed
+	}
+	return sc.Seed
+}
+
+func (o *Options) every() time.Duration {
+	if o.ProgressEvery > 0 {
+		return o.ProgressEvery
+	}
+	return time.Second
+}
+
+// The errors a simulated attempt can end with.
+var (
+	errSimTimeout = fmt.Errorf("loadgen: attempt timed out: %w", context.DeadlineExceeded)
+	errSimReset   = errors.New("loadgen: connection reset by peer")
+)
+
+// virtualClock is the engine's clock in a simulation: Now is the virtual
+// time of the event being processed. The engine reads it only outside the
+// Machine (Result.End of a stream); the Machine gets its time from SetNow.
+// Timers come from the embedded real clock and are never used: the
+// simulation does not call Engine.Do.
+type virtualClock struct {
+	clock.Clock
+	now int64
+}
+
+func (c *virtualClock) Now() time.Time                  { return time.Unix(0, c.now) }
+func (c *virtualClock) Since(t time.Time) time.Duration { return time.Duration(c.now - t.UnixNano()) }
+func (c *virtualClock) Until(t time.Time) time.Duration { return time.Duration(t.UnixNano() - c.now) }
+
+// request is one in-flight request of a simulation. Slots are reused, so
+// a run allocates about as many as its peak concurrency.
+type request struct {
+	m        engine.Machine
+	arrival  int64
+	deadline int64
+	start    int64 // the current attempt's start
+	target   int   // the current attempt's target
+	n        int   // attempts made (the naive driver's count)
+	out      policy.Outcome
+	total    time.Duration // a stream's whole answer, known when it commits
+	res      engine.Result // a delivered stream, until it ends
+}
+
+// sim is one discrete-event simulation run.
+type sim struct {
+	sc      *Scenario
+	e       *engine.Engine
+	state   *health.State
+	clk     *virtualClock
+	arrive  *rand.Rand // arrival draws
+	draw    *rand.Rand // upstream draws: share and latency
+	naive   bool
+	primary int
+	up      []Upstream
+	timeout []time.Duration // per target: engine.AttemptTimeout
+	stream  bool
+
+	total     int64
+	issued    int64 // arrivals scheduled
+	done      int64
+	closed    bool
+	rate      float64
+	deadline  time.Duration
+	h         eventHeap
+	slots     []*request
+	free      []int32
+	rec       *recorder
+	nextBlock int64
+}
+
+// naiveMaxAttempts is the naive baseline's attempts per request: the
+// original and two immediate retries of the same target.
+const naiveMaxAttempts = 3
+
+// Simulate runs sc in virtual time and returns what it measured. With
+// naive set it runs the naive baseline instead of the engine (see
+// docs/loadgen.md). The result depends only on the scenario, the seed and
+// the request count, apart from its Wall section.
+func Simulate(sc *Scenario, o Options, naive bool) (*Result, error) {
+	cfg, err := sc.NewConfig()
+	if err != nil {
+		return nil, err
+	}
+	seed := o.seed(sc)
+	c := cfg.Compiled()
+	st := health.NewState(c)
+	clk := &virtualClock{Clock: clock.New(), now: epoch}
+	e, err := engine.New(cfg, engine.WithHealth(engine.SyncHealth(st)), engine.WithSeed(seed), engine.WithClock(clk))
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	primary, ok := e.Compiled().Lookup(sc.Workload.Model)
+	if !ok {
+		return nil, fmt.Errorf("loadgen: workload.model %q is not configured", sc.Workload.Model)
+	}
+	n := o.requests(sc)
+	s := &sim{
+		sc:       sc,
+		e:        e,
+		state:    st,
+		clk:      clk,
+		arrive:   rand.New(rand.NewPCG(seed, 0x6172726976616c73)), // "arrivals"
+		draw:     rand.New(rand.NewPCG(seed, 0x7570737472656d73)), // "upstrems"
+		naive:    naive,
+		primary:  primary,
+		up:       sc.Upstreams,
+		timeout:  make([]time.Duration, c.NumTargets()),
+		stream:   sc.Workload.Stream,
+		total:    int64(n),
+		closed:   sc.Workload.Concurrency > 0,
+		rate:     sc.Workload.Rate,
+		deadline: sc.Workload.Timeout,
+		rec:      newRecorder(sc.Targets, bucketWidth(sc.Estimate(n))),
+	}
+	for t := range s.timeout {
+		s.timeout[t] = e.AttemptTimeout(t)
+	}
+	inflight := 1024
+	if s.closed {
+		inflight = sc.Workload.Concurrency
+	}
+	s.h.ev = make([]event, 0, 2*inflight+1)
+	s.slots = make([]*request, 0, inflight)
+	s.free = make([]int32, 0, inflight)
+	s.nextBlock = epoch
+
+	pol := "reroute"
+	if naive {
+		pol = "naive"
+	}
+	t0 := time.Now()
+	s.run(o, pol, t0)
+	return s.rec.result(sc, "sim", pol, seed, time.Since(t0)), nil
+}
+
+// bucketWidth is the report's first bucket width: about 200 buckets over
+// the expected duration; the series doubles it if the run is longer.
+func bucketWidth(est time.Duration) time.Duration {
+	w := est / 200
+	for _, nice := range []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond,
+		100 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second,
+		5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute} {
+		if w <= nice {
+			return nice
+		}
+	}
+	return time.Minute
+}
+
+func (s *sim) run(o Options, pol string, t0 time.Time) {
+	if s.closed {
+		for range min(int64(s.sc.Workload.Concurrency), s.total) {
+			s.schedule(epoch)
+		}
+	} else if s.total > 0 {
+		s.schedule(epoch)
+	}
+	every := o.every()
+	last := t0
+	report := func(final bool) {
+		if o.Progress == nil {
+			return
+		}
+		o.Progress(Progress{Policy: pol, Elapsed: time.Since(t0), Done: s.done, Total: s.total,
+			Succeeded: s.rec.succeeded, Scenario: time.Duration(s.clk.now - epoch), Final: final})
+	}
+	for i := 0; s.h.len() > 0; i++ {
+		ev := s.h.pop()
+		now := ev.at
+		s.clk.now = now
+		if !s.naive {
+			for now >= s.nextBlock {
+				// Sampled ten times a report bucket: a block shorter
+				// than that may be missed, which the report accepts.
+				s.rec.ser.blocks(s.nextBlock-epoch, s.state.Blocks(s.nextBlock), epoch)
+				s.nextBlock += max(s.rec.ser.width/10, int64(10*time.Millisecond))
+			}
+		}
+		switch ev.kind {
+		case evArrive:
+			s.arrival(now)
+		case evStart:
+			s.attempt(ev.slot, now)
+		case evEnd:
+			s.observe(ev.slot, now)
+		case evCut:
+			s.finish(ev.slot, now, -1, string(engine.ReasonDeadline))
+		case evStreamEnd:
+			r := s.slots[ev.slot]
+			r.res.End(r.total, nil)
+			s.finish(ev.slot, now, r.target, "")
+		}
+		if o.Progress != nil && i&8191 == 0 {
+			if t := time.Now(); t.Sub(last) >= every {
+				last = t
+				report(false)
+			}
+		}
+	}
+	report(true)
+}
+
+func (s *sim) alloc() int32 {
+	if n := len(s.free); n > 0 {
+		i := s.free[n-1]
+		s.free = s.free[:n-1]
+		return i
+	}
+	// Slots come in chunks: one allocation per 64 requests of peak
+	// concurrency.
+	chunk := make([]request, 64)
+	for j := range chunk {
+		s.slots = append(s.slots, &chunk[j])
+	}
+	n := len(s.slots)
+	for j := n - 1; j > n-len(chunk); j-- {
+		s.free = append(s.free, int32(j))
+	}
+	return int32(n - len(chunk))
+}
+
+// schedule schedules an arrival. Arrivals are counted when scheduled, so
+// that requests finishing at the same instant in a closed loop cannot
+// schedule more than the run's total.
+func (s *sim) schedule(at int64) {
+	s.issued++
+	s.h.push(at, evArrive, -1)
+}
+
+func (s *sim) arrival(now int64) {
+	if !s.closed && s.issued < s.total {
+		gap := s.arrive.ExpFloat64() / s.rate * float64(time.Second)
+		s.schedule(now + int64(math.Max(gap, 1)))
+	}
+	i := s.alloc()
+	r := s.slots[i]
+	r.arrival, r.deadline, r.n = now, now+int64(s.deadline), 0
+	s.rec.arrival(now - epoch)
+	if s.naive {
+		r.target = s.primary
+		s.attempt(i, now)
+		return
+	}
+	r.m.SetNow(now)
+	if err := s.e.Begin(&r.m, s.sc.Workload.Model); err != nil {
+		panic(err) // the model was validated with the scenario
+	}
+	r.m.SetDeadline(r.deadline)
+	s.step(i, r.m.Start(), now)
+}
+
+// step carries out what the machine decided.
+func (s *sim) step(i int32, st engine.Step, now int64) {
+	r := s.slots[i]
+	switch st.Kind {
+	case engine.StepAttempt:
+		r.target = st.Target
+		if st.Wait > 0 {
+			s.h.push(now+int64(st.Wait), evStart, i)
+			return
+		}
+		s.attempt(i, now)
+	case engine.StepDone:
+		s.deliver(i, now)
+	case engine.StepFail:
+		s.finish(i, now, -1, string(st.Err.Reason))
+	}
+}
+
+// attempt starts an attempt of request i to r.target: the upstream's
+// answer is drawn now, from the phase active now, and its end scheduled.
+func (s *sim) attempt(i int32, now int64) {
+	r := s.slots[i]
+	t := r.target
+	r.n++
+	r.start = now
+	s.rec.attempt(now-epoch, t)
+	a := s.up[t].answer(time.Duration(now-epoch), s.draw)
+	to := s.timeout[t]
+	var d time.Duration
+	switch {
+	case a.hang:
+		d = to
+		if d == 0 {
+			d = math.MaxInt64 // until the request's deadline
+		}
+		r.out = policy.Outcome{Err: errSimTimeout, Total: d}
+	case a.reset:
+		d = a.ttfb
+		r.out = policy.Outcome{Err: errSimReset, Total: d}
+	case s.stream && a.status < 300:
+		// A stream commits at its first byte: Observe sees the status at
+		// TTFB, the rest of the answer is relayed afterwards.
+		d = a.ttfb
+		r.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb}
+		r.total = a.total
+	default:
+		d = a.total
+		r.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb, Total: a.total}
+	}
+	if to > 0 && d > to {
+		d = to
+		r.out = policy.Outcome{Err: errSimTimeout, Total: to}
+	}
+	if d >= time.Duration(r.deadline-now) {
+		// As in Engine.Do, the request's own deadline ends it: the
+		// attempt is not observed.
+		s.h.push(r.deadline, evCut, i)
+		return
+	}
+	s.h.push(now+int64(d), evEnd, i)
+}
+
+func (s *sim) observe(i int32, now int64) {
+	r := s.slots[i]
+	if !s.naive {
+		r.m.SetNow(now)
+		s.step(i, r.m.Observe(&r.out), now)
+		return
+	}
+	o := &r.out
+	switch {
+	case o.Err == nil && o.Status < 400:
+		s.deliver(i, now)
+	case r.n < naiveMaxAttempts:
+		s.attempt(i, now) // the same target, at once, whatever it said
+	default:
+		s.finish(i, now, -1, string(engine.ReasonMaxAttempts))
+	}
+}
+
+// deliver ends a request with the answer of its last attempt.
+func (s *sim) deliver(i int32, now int64) {
+	r := s.slots[i]
+	o := &r.out
+	switch {
+	case o.Err != nil:
+		reason := "upstream_error"
+		if errors.Is(o.Err, context.DeadlineExceeded) {
+			reason = "upstream_timeout"
+		}
+		s.finish(i, now, -1, reason)
+	case o.Status < 200 || o.Status >= 300:
+		s.finish(i, now, -1, s.rec.passThrough(o.Status))
+	case s.stream:
+		if !s.naive {
+			r.res = r.m.Result()
+		}
+		end := r.start + int64(r.total)
+		if end >= r.deadline {
+			// Committed, then cut by the request's deadline: a failure
+			// after commit, surfaced to the client as an error.
+			s.h.push(r.deadline, evCut, i)
+			return
+		}
+		s.h.push(end, evStreamEnd, i)
+	default:
+		s.finish(i, now, r.target, "")
+	}
+}
+
+// finish ends request i at now: served by target when target ≥ 0, else
+// failed for reason.
+func (s *sim) finish(i int32, now int64, target int, reason string) {
+	r := s.slots[i]
+	if target >= 0 {
+		s.rec.success(r.arrival-epoch, now-epoch, target)
+	} else {
+		s.rec.failure(r.arrival-epoch, now-epoch, reason)
+	}
+	if !s.naive {
+		r.m.Finish()
+	}
+	r.res = engine.Result{}
+	r.out = policy.Outcome{}
+	s.free = append(s.free, i)
+	s.done++
+	if s.closed && s.issued < s.total {
+		s.schedule(now)
+	}
+}

@@ -1,0 +1,385 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Every sample runs in sim mode and behaves as its story says.
+func TestSamplesBehave(t *testing.T) {
+	share := func(m map[string]int64, target string) float64 {
+		var all int64
+		for _, v := range m {
+			all += v
+		}
+		if all == 0 {
+			return 0
+		}
+		return float64(m[target]) / float64(all)
+	}
+	const gpt, claude, gemini = "openai/gpt-4o", "anthropic/claude-3-5-sonnet", "google/gemini-1.5-pro"
+	tests := map[string]func(t *testing.T, r *Result){
+		"default.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.99)
+			for _, tg := range []string{gpt, claude, gemini} {
+				if r.ServedByTarget[tg] == 0 {
+					t.Errorf("%s served nothing: %v", tg, r.ServedByTarget)
+				}
+			}
+			hasBlock(t, r, gpt, "retry_after")
+			hasBlock(t, r, claude, "latency")
+			atMost(t, "primary's share of attempts during the rate limit", share(window(r, 22*time.Second, 58*time.Second), gpt), 0.1)
+			atLeast(t, "primary's share of attempts after it", share(window(r, 65*time.Second, 95*time.Second), gpt), 0.95)
+		},
+		"rate-limited.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.98)
+			hasBlock(t, r, gpt, "retry_after")
+			// During the window most requests are served elsewhere.
+			atMost(t, "primary's share of attempts during the window", share(window(r, 12*time.Second, 38*time.Second), gpt), 0.15)
+			atLeast(t, "primary's share of attempts after the window", share(window(r, 45*time.Second, 100*time.Second), gpt), 0.95)
+		},
+		"primary-outage.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.9)
+			hasBlock(t, r, gpt, "latency")
+			atMost(t, "primary's share of attempts inside the outage", share(window(r, 25*time.Second, 35*time.Second), gpt), 0.1)
+			atMost(t, "p99 latency (ms)", r.LatencyMs.P99, 10000)
+		},
+		"brownout.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.999)
+			hasBlock(t, r, gpt, "latency")
+			atMost(t, "primary's share of attempts in the brownout", share(window(r, 30*time.Second, 60*time.Second), gpt), 0.3)
+		},
+		"flapping.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.99)
+			n := 0
+			for _, b := range r.Blocks {
+				if b.ID == gpt && b.Kind == "retry_after" {
+					n++
+				}
+			}
+			if n < 4 {
+				t.Errorf("%d Retry-After block spans on the primary, want one per failing stretch (5)", n)
+			}
+			atMost(t, "amplification", r.Amplification, 1.1)
+		},
+		"retry-storm.yaml": func(t *testing.T, r *Result) {
+			if r.FailuresByReason["budget_exhausted"] == 0 {
+				t.Errorf("no budget_exhausted failures: %v", r.FailuresByReason)
+			}
+			// The policy allows four attempts a request; the budget
+			// keeps the storm near the offered load.
+			atMost(t, "amplification", r.Amplification, 1.3)
+		},
+		"all-blocked.yaml": func(t *testing.T, r *Result) {
+			if n := r.FailuresByReason["providers_exhausted"]; n < r.Requests/4 {
+				t.Errorf("%d providers_exhausted failures of %d requests: %v", n, r.Requests, r.FailuresByReason)
+			}
+			for _, tg := range []string{gpt, claude, gemini} {
+				hasBlock(t, r, tg, "retry_after")
+			}
+			var attempts int64
+			for _, v := range window(r, 12*time.Second, 28*time.Second) {
+				attempts += v
+			}
+			atMost(t, "attempts while everything is blocked", float64(attempts), 10)
+		},
+		"healthy.yaml": func(t *testing.T, r *Result) {
+			if r.Succeeded != r.Requests || r.Attempts != r.Requests || r.ServedByTarget[gpt] != r.Requests || len(r.Blocks) != 0 {
+				t.Errorf("healthy run: %d of %d succeeded with %d attempts, served %v, blocks %v", r.Succeeded, r.Requests, r.Attempts, r.ServedByTarget, r.Blocks)
+			}
+		},
+		"stream-resets.yaml": func(t *testing.T, r *Result) {
+			atLeast(t, "success rate", r.SuccessRate, 0.999)
+			if r.Attempts <= r.Requests {
+				t.Errorf("%d attempts for %d requests: resets were not retried", r.Attempts, r.Requests)
+			}
+		},
+	}
+	for _, name := range SampleScenarios() {
+		t.Run(name, func(t *testing.T) {
+			check, ok := tests[name]
+			if !ok {
+				t.Fatalf("no expectations for sample %s: add them here", name)
+			}
+			sc := mustSample(t, name)
+			r := mustSimulate(t, sc, Options{}, false)
+			checkInvariants(t, r)
+			if r.Requests != int64(sc.Workload.Requests) {
+				t.Errorf("%d requests, the scenario has %d", r.Requests, sc.Workload.Requests)
+			}
+			check(t, r)
+			b := mustSimulate(t, sc, Options{}, true)
+			checkInvariants(t, b)
+			if b.Requests != r.Requests {
+				t.Errorf("naive baseline ran %d requests, reroute %d", b.Requests, r.Requests)
+			}
+			if len(b.Blocks) != 0 {
+				t.Errorf("naive baseline has blocks: %v", b.Blocks)
+			}
+		})
+	}
+}
+
+func atLeast(t *testing.T, what string, got, want float64) {
+	t.Helper()
+	if got < want {
+		t.Errorf("%s = %v, want ≥ %v", what, got, want)
+	}
+}
+
+func atMost(t *testing.T, what string, got, want float64) {
+	t.Helper()
+	if got > want {
+		t.Errorf("%s = %v, want ≤ %v", what, got, want)
+	}
+}
+
+func hasBlock(t *testing.T, r *Result, id, kind string) {
+	t.Helper()
+	for _, b := range r.Blocks {
+		if b.ID == id && b.Kind == kind {
+			if b.ToMs <= b.FromMs {
+				t.Errorf("empty block span %+v", b)
+			}
+			return
+		}
+	}
+	t.Errorf("no %s block on %s: %+v", kind, id, r.Blocks)
+}
+
+// checkInvariants checks the bookkeeping of a result.
+func checkInvariants(t *testing.T, r *Result) {
+	t.Helper()
+	if r.Succeeded+r.Failed != r.Requests {
+		t.Errorf("succeeded %d + failed %d != requests %d", r.Succeeded, r.Failed, r.Requests)
+	}
+	sum := func(m map[string]int64) (n int64) {
+		for _, v := range m {
+			n += v
+		}
+		return n
+	}
+	if n := sum(r.AttemptsByTarget); n != r.Attempts {
+		t.Errorf("attempts by target sum to %d, attempts %d", n, r.Attempts)
+	}
+	if n := sum(r.ServedByTarget); n != r.Succeeded {
+		t.Errorf("served by target sum to %d, succeeded %d", n, r.Succeeded)
+	}
+	if n := sum(r.FailuresByReason); n != r.Failed {
+		t.Errorf("failures by reason sum to %d, failed %d", n, r.Failed)
+	}
+	s := r.series
+	var arr, ok, fail, att int64
+	for b := range s.arrivals {
+		arr += s.arrivals[b]
+		ok += s.succeeded[b]
+		fail += s.failed[b]
+		for tg := range s.nt {
+			att += s.attempts[b*s.nt+tg]
+		}
+	}
+	if arr != r.Requests || ok != r.Succeeded || fail != r.Failed || att != r.Attempts {
+		t.Errorf("series totals %d/%d/%d/%d, result %d/%d/%d/%d", arr, ok, fail, att, r.Requests, r.Succeeded, r.Failed, r.Attempts)
+	}
+	if r.Succeeded > 0 && !(r.LatencyMs.P50 <= r.LatencyMs.P90 && r.LatencyMs.P90 <= r.LatencyMs.P99 && r.LatencyMs.P99 <= r.LatencyMs.Max && r.LatencyMs.P50 > 0) {
+		t.Errorf("latency percentiles out of order: %+v", r.LatencyMs)
+	}
+}
+
+// The same scenario and seed give byte-identical JSON, the wall section
+// aside; another seed gives another run.
+func TestDeterminism(t *testing.T) {
+	for _, name := range []string{"default.yaml", "rate-limited.yaml", "brownout.yaml", "retry-storm.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			sc := mustSample(t, name)
+			run := func(o Options) []byte {
+				r, err := Run(context.Background(), sc, ModeSim, BaselineNaive, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return jsonWithoutWall(t, r)
+			}
+			a, b := run(Options{}), run(Options{})
+			if !bytes.Equal(a, b) {
+				t.Fatalf("two runs differ:\n%s\n---\n%s", a, b)
+			}
+			seed := sc.Seed + 1
+			if c := run(Options{Seed: &seed}); bytes.Equal(a, c) {
+				t.Errorf("seed %d gave the same result as seed %d", seed, sc.Seed)
+			}
+		})
+	}
+}
+
+func TestOptionsOverride(t *testing.T) {
+	sc := mustScenario(t, "default.yaml", DefaultScenario())
+	seed := uint64(99)
+	r := mustSimulate(t, sc, Options{Requests: 500, Seed: &seed}, false)
+	if r.Requests != 500 || r.Seed != 99 {
+		t.Errorf("requests %d seed %d, want 500 and 99", r.Requests, r.Seed)
+	}
+	m := decodeJSON(t, jsonWithoutWall(t, r))
+	for _, k := range []string{"scenario", "mode", "seed", "requests", "succeeded", "failed", "success_rate", "attempts",
+		"amplification", "attempts_by_target", "served_by_target", "failures_by_reason", "latency_ms", "scenario_duration_ms", "wall"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON lacks %q", k)
+		}
+	}
+	for _, k := range []string{"p50", "p90", "p99", "max"} {
+		if _, ok := m["latency_ms"].(map[string]any)[k]; !ok {
+			t.Errorf("latency_ms lacks %q", k)
+		}
+	}
+	if _, ok := m["wall"].(map[string]any)["requests_per_second"]; !ok {
+		t.Error("wall lacks requests_per_second")
+	}
+}
+
+func TestProgress(t *testing.T) {
+	sc := mustScenario(t, "default.yaml", DefaultScenario())
+	var calls []Progress
+	r := mustSimulate(t, sc, Options{Requests: 2000, ProgressEvery: time.Nanosecond, Progress: func(p Progress) { calls = append(calls, p) }}, false)
+	if len(calls) == 0 || !calls[len(calls)-1].Final {
+		t.Fatalf("progress calls %+v, want a final one", calls)
+	}
+	last := calls[len(calls)-1]
+	if last.Done != r.Requests || last.Total != 2000 || last.Succeeded != r.Succeeded || last.Policy != "reroute" {
+		t.Errorf("final progress %+v", last)
+	}
+}
+
+// The naive baseline sends everything to the primary, up to three times,
+// and never waits.
+func TestNaiveBaseline(t *testing.T) {
+	sc := mustScenario(t, "default.yaml", DefaultScenario())
+	r := mustSimulate(t, sc, Options{}, true)
+	for tg, n := range r.AttemptsByTarget {
+		if tg != sc.Workload.Model && n != 0 {
+			t.Errorf("naive sent %d attempts to %s", n, tg)
+		}
+	}
+	if r.Attempts > 3*r.Requests || r.Attempts <= r.Requests {
+		t.Errorf("%d attempts for %d requests", r.Attempts, r.Requests)
+	}
+	reroute := mustSimulate(t, sc, Options{}, false)
+	if r.SuccessRate >= reroute.SuccessRate {
+		t.Errorf("naive success %v ≥ reroute %v on the default scenario", r.SuccessRate, reroute.SuccessRate)
+	}
+	if r.FailuresByReason["max_attempts_reached"] != r.Failed {
+		t.Errorf("naive failures %v", r.FailuresByReason)
+	}
+}
+
+// A hang without an attempt timeout runs into the request's deadline.
+func TestHangUntilDeadline(t *testing.T) {
+	sc := mustScenario(t, "hang.yaml", doc(
+		"config:",
+		"  model_providers:",
+		"    - model: openai/gpt-4o",
+		"      retry_policy: {on_timeout: {strategy: different_provider, max_attempts: 2}}",
+		"    - model: anthropic/claude-3-5-sonnet",
+		"workload: {model: openai/gpt-4o, requests: 50, concurrency: 5, timeout: 3s}",
+		"upstreams:",
+		"  openai/gpt-4o:",
+		"    phases: [{hang: true}]",
+	))
+	r := mustSimulate(t, sc, Options{}, false)
+	if r.Failed != 50 || r.FailuresByReason["deadline"] != 50 || r.Attempts != 50 {
+		t.Errorf("failed %d, reasons %v, attempts %d; want 50 deadline failures of one attempt each", r.Failed, r.FailuresByReason, r.Attempts)
+	}
+	if r.ScenarioDurationMs != 30000 {
+		t.Errorf("duration %v ms, want 10 rounds of 3 s", r.ScenarioDurationMs)
+	}
+}
+
+// Without a retry_policy an error answer is delivered as it is.
+func TestPassThrough(t *testing.T) {
+	sc := mustScenario(t, "pass.yaml", doc(
+		"config:",
+		"  model_providers: [{model: openai/gpt-4o}, {model: anthropic/claude-3-5-sonnet}]",
+		"  engine: {timeouts: {attempt: 1s}}",
+		"workload: {model: openai/gpt-4o, requests: 300, rate: 100}",
+		"upstreams:",
+		"  openai/gpt-4o:",
+		"    phases: [{at: 0s, status: 429}, {at: 1s, hang: true}, {at: 2s, reset: true}]",
+	))
+	r := mustSimulate(t, sc, Options{}, false)
+	checkInvariants(t, r)
+	if r.Succeeded != 0 || r.Attempts != 300 || r.FailuresByReason["upstream_429"] == 0 ||
+		r.FailuresByReason["upstream_timeout"] == 0 || r.FailuresByReason["upstream_error"] == 0 {
+		t.Errorf("succeeded %d attempts %d reasons %v", r.Succeeded, r.Attempts, r.FailuresByReason)
+	}
+}
+
+func TestHistQuantiles(t *testing.T) {
+	h := newHist(7)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var vals []int64
+	for range 100000 {
+		v := int64(rng.ExpFloat64() * float64(time.Second))
+		vals = append(vals, v)
+		h.add(v)
+	}
+	slices.Sort(vals)
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999} {
+		exact := vals[int(q*float64(len(vals)))-1]
+		got := h.quantile(q)
+		if d := float64(got-exact) / float64(exact); d > 0.01 || d < -0.01 {
+			t.Errorf("q%v = %v, exact %v (%.2f%% off)", q, time.Duration(got), time.Duration(exact), 100*d)
+		}
+	}
+	if h.quantile(1) != vals[len(vals)-1] || h.max != vals[len(vals)-1] {
+		t.Errorf("max %v, want %v", h.quantile(1), vals[len(vals)-1])
+	}
+	small := newHist(4)
+	small.add(3000) // 3 µs: exact bins
+	if got := small.quantile(0.5); got != 3000 {
+		t.Errorf("3µs → %v", got)
+	}
+}
+
+func TestEventHeapOrder(t *testing.T) {
+	var h eventHeap
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 1000 {
+		h.push(int64(rng.IntN(50)), evEnd, int32(i))
+	}
+	prev := event{at: -1}
+	for h.len() > 0 {
+		e := h.pop()
+		if e.at < prev.at || (e.at == prev.at && e.seq < prev.seq) {
+			t.Fatalf("%+v popped after %+v", e, prev)
+		}
+		prev = e
+	}
+}
+
+// Coarsening keeps every count and histogram.
+func TestSeriesCoarsen(t *testing.T) {
+	s := newSeries(2, int64(time.Millisecond))
+	var n int64
+	for i := range 5000 {
+		off := int64(i) * int64(time.Millisecond) / 2
+		b := s.bucket(off)
+		s.arrivals[b]++
+		s.attempts[b*2+i%2]++
+		s.lat[b].add(int64(i) * 1000)
+		n++
+	}
+	if len(s.arrivals) > maxBuckets || s.width == int64(time.Millisecond) {
+		t.Fatalf("%d buckets of %v", len(s.arrivals), time.Duration(s.width))
+	}
+	var arr, att, lat int64
+	for b := range s.arrivals {
+		arr += s.arrivals[b]
+		att += s.attempts[2*b] + s.attempts[2*b+1]
+		lat += s.lat[b].n
+	}
+	if arr != n || att != n || lat != n {
+		t.Errorf("after coarsening: %d arrivals, %d attempts, %d latencies; want %d", arr, att, lat, n)
+	}
+}
