@@ -4,11 +4,12 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/reroute-go/reroute/internal/yamlkeys"
 )
 
 // Problem is one thing wrong with a scenario file: where it is (field path
@@ -166,13 +167,13 @@ func (s *strict) walk(n *yaml.Node, t reflect.Type, path string) {
 			s.add(path, n.Line, "expected a mapping, found %s", kindName(n))
 			return
 		}
-		fields := yamlFields(t)
+		fields := yamlkeys.Fields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			p := joinPath(path, k.Value)
+			p := yamlkeys.Join(path, k.Value)
 			f, ok := fields[k.Value]
 			if !ok {
-				s.add(p, k.Line, "%s", unknownKey(k.Value, fields))
+				s.add(p, k.Line, "%s", yamlkeys.Unknown(k.Value, fields))
 				continue
 			}
 			s.mark(k.Line, p)
@@ -246,66 +247,4 @@ func (s *strict) reported(line int) bool {
 		}
 	}
 	return false
-}
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func yamlFields(t reflect.Type) map[string]reflect.Type {
-	m := make(map[string]reflect.Type, t.NumField())
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		m[name] = f.Type
-	}
-	return m
-}
-
-func unknownKey(key string, fields map[string]reflect.Type) string {
-	names := make([]string, 0, len(fields))
-	for name := range fields {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if closeTo(key, name) {
-			return fmt.Sprintf("unknown key %q (did you mean %q?)", key, name)
-		}
-	}
-	return fmt.Sprintf("unknown key %q; known keys here: %s", key, strings.Join(names, ", "))
-}
-
-// closeTo reports whether a and b are at most two single-character edits
-// apart: enough to catch the usual typos.
-func closeTo(a, b string) bool {
-	if d := len(a) - len(b); d > 2 || d < -2 {
-		return false
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)] <= 2
 }

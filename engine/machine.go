@@ -250,7 +250,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.e.hooks.Attempt(AttemptEvent{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class})
 	}
 	if event {
-		m.latencyEvent(t, measured)
+		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
 		m.shard.count(t, countSuccesses)
@@ -351,14 +351,19 @@ func (m *Machine) retryAfter(t int, until int64, d time.Duration) {
 	}
 }
 
-func (m *Machine) latencyEvent(t int, measured time.Duration) {
+// latencyEvent records a latency event of target t. The request keeps its
+// own copy only when it goes on (retriable): a slow success ends it, and a
+// request-scoped window nobody will read again is not worth allocating.
+func (m *Machine) latencyEvent(t int, measured time.Duration, continues bool) {
 	l := m.rules.Latency
 	id := m.e.c.ID(t, l.Scope)
 	if m.e.hooks.Latency != nil {
 		m.e.hooks.Latency(m.e.c.Targets[t], measured)
 	}
 	now := m.now()
-	m.localState().LatencyEvent(id, now, l.MinTriggers, l.Window, l.Block)
+	if continues {
+		m.localState().LatencyEvent(id, now, l.MinTriggers, l.Window, l.Block)
+	}
 	if l.ApplyTo == policy.ApplyGlobal {
 		m.e.health.ReportLatency(id, now, l.MinTriggers, l.Window, l.Block)
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/reroute-go/reroute/internal/yamlkeys"
 )
 
 // Load reads the configuration file at path and parses it with Parse.
@@ -219,13 +221,13 @@ func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Pr
 		if n.Kind != yaml.MappingNode {
 			return // the decoder reports the type mismatch
 		}
-		fields := yamlFields(t)
+		fields := yamlkeys.Fields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			p := joinPath(path, k.Value)
+			p := yamlkeys.Join(path, k.Value)
 			f, ok := fields[k.Value]
 			if !ok {
-				*probs = append(*probs, Problem{Path: p, Line: k.Line, Message: unknownKeyMessage(k.Value, fields)})
+				*probs = append(*probs, Problem{Path: p, Line: k.Line, Message: yamlkeys.Unknown(k.Value, fields)})
 				continue
 			}
 			idx.lines[p] = k.Line
@@ -253,68 +255,6 @@ func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Pr
 }
 
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-
-func joinPath(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func yamlFields(t reflect.Type) map[string]reflect.Type {
-	m := make(map[string]reflect.Type, t.NumField())
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		m[name] = f.Type
-	}
-	return m
-}
-
-func unknownKeyMessage(key string, fields map[string]reflect.Type) string {
-	names := make([]string, 0, len(fields))
-	for name := range fields {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if closeTo(key, name) {
-			return fmt.Sprintf("unknown key %q (did you mean %q?)", key, name)
-		}
-	}
-	return fmt.Sprintf("unknown key %q; known keys here: %s", key, strings.Join(names, ", "))
-}
-
-// closeTo reports whether a and b differ by at most two single-character
-// edits, enough to catch the usual typos.
-func closeTo(a, b string) bool {
-	if d := len(a) - len(b); d > 2 || d < -2 {
-		return false
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)] <= 2
-}
 
 func attachModels(cfg *Config, probs []Problem) {
 	for i := range probs {

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/reroute-go/reroute/internal/yamlkeys"
 )
 
 // The JSON Schema of the configuration file ships in docs/. These tests keep
@@ -239,7 +241,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 					t.Errorf("%s.%s: key missing from the schema", path, name)
 					continue
 				}
-				walkType(f.Type, p, joinPath(path, name))
+				walkType(f.Type, p, yamlkeys.Join(path, name))
 			}
 			for name := range props {
 				if !seen[name] {
@@ -441,7 +443,7 @@ func (d *schemaDoc) validate(t testing.TB, v any, s schema, at string) []string 
 			sub, ok := props[k].(map[string]any)
 			switch {
 			case ok:
-				errs = append(errs, d.validate(t, obj[k], sub, joinPath(at, k))...)
+				errs = append(errs, d.validate(t, obj[k], sub, yamlkeys.Join(at, k))...)
 			case s["additionalProperties"] == false:
 				fail("key %q is not allowed", k)
 			}

@@ -1,0 +1,29 @@
+package yamlkeys
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestUnknown(t *testing.T) {
+	type T struct {
+		Backoff  int `yaml:"backoff"`
+		MaxMs    int `yaml:"max_ms,omitempty"`
+		Internal int `yaml:"-"`
+		hidden   int
+	}
+	fields := Fields(reflect.TypeOf(T{}))
+	if len(fields) != 2 {
+		t.Fatalf("fields = %v, want backoff and max_ms", fields)
+	}
+	if got := Unknown("backof", fields); !strings.Contains(got, `did you mean "backoff"`) {
+		t.Errorf("typo: %s", got)
+	}
+	if got := Unknown("zzzzzzzz", fields); !strings.Contains(got, "known keys here: backoff, max_ms") {
+		t.Errorf("far: %s", got)
+	}
+	if Join("", "a") != "a" || Join("a", "b") != "a.b" {
+		t.Error("Join")
+	}
+}
