@@ -152,6 +152,7 @@ func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error
 	if err := e.begin(&m, s, model); err != nil {
 		return Result{}, err
 	}
+	m.ctx = ctx
 	if d, ok := ctx.Deadline(); ok {
 		if e.realClock {
 			m.deadline = d.UnixNano()
@@ -273,6 +274,24 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 		o.TTFB, o.Total = el, el
 	}
 	return o, nil
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns a context that carries a request id; the engine
+// adds it to every log line of a request Do runs with that context.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id WithRequestID put in ctx, or "". A nil
+// ctx has none.
+func RequestID(ctx context.Context) string {
+	if ctx == nil {
+		return ""
+	}
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 // now reads the engine's clock in unix nanoseconds.

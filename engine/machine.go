@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +74,17 @@ type Machine struct {
 	virtual bool
 	nowNs   int64
 	haveNow bool
+
+	ctx context.Context // the request's, for its request id in logs; nil in simulation
+}
+
+// logDebug logs a request-path event with the request's id. Callers check
+// m.e.debug first, so that a disabled level costs a bool test.
+func (m *Machine) logDebug(msg string, fields ...zap.Field) {
+	if id := RequestID(m.ctx); id != "" {
+		fields = append(fields, zap.String("request_id", id))
+	}
+	m.e.log.Debug(msg, fields...)
 }
 
 type keyCount struct {
@@ -197,7 +209,7 @@ func (m *Machine) Start() Step {
 			m.skip(m.primary, st)
 			m.markAttempted(m.primary)
 			if m.e.debug {
-				m.e.log.Debug("reroute primary blocked before first attempt", zap.String("target", m.e.c.Targets[m.primary]), zap.Duration("remaining", time.Duration(st.Until-m.now())))
+				m.logDebug("reroute primary blocked before first attempt", zap.String("target", m.e.c.Targets[m.primary]), zap.Duration("remaining", time.Duration(st.Until-m.now())))
 			}
 			return m.next(m.rules.Default, m.primary)
 		}
@@ -210,7 +222,7 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 		m.e.hooks.Retry(RetryEvent{From: m.e.c.Targets[m.current], To: m.e.c.Targets[t], Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
 	}
 	if m.attempts > 0 && m.e.debug {
-		m.e.log.Debug("reroute retry started", zap.String("from", m.e.c.Targets[m.current]), zap.String("to", m.e.c.Targets[t]), zap.Int("attempt", m.attempts+1), zap.Duration("wait", wait), zap.Int("fallback_position", fallbackPos))
+		m.logDebug("reroute retry started", zap.String("from", m.e.c.Targets[m.current]), zap.String("to", m.e.c.Targets[t]), zap.Int("attempt", m.attempts+1), zap.Duration("wait", wait), zap.Int("fallback_position", fallbackPos))
 	}
 	m.attempts++
 	if t != m.current {
@@ -255,7 +267,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if !class.Retriable() {
 		m.shard.count(t, countSuccesses)
 		if m.attempts > 1 && m.e.debug {
-			m.e.log.Debug("reroute retry succeeded", zap.String("target", m.e.c.Targets[t]), zap.Int("attempts", m.attempts))
+			m.logDebug("reroute retry succeeded", zap.String("target", m.e.c.Targets[t]), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
@@ -264,13 +276,13 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if class == policy.HTTPError {
 		hint := policy.ParseRetryAfter(o.Status, o.Header, time.Unix(0, m.now()), m.rules.RetryAfter.Max)
 		if hint.Malformed && m.e.debug {
-			m.e.log.Debug("reroute malformed retry hint ignored", zap.String("target", rec.Target), zap.Int("status", o.Status))
+			m.logDebug("reroute malformed retry hint ignored", zap.String("target", rec.Target), zap.Int("status", o.Status))
 		}
 		if hint.Found {
 			rec.RetryAfter = hint.Wait
 			m.maxRA = max(m.maxRA, hint.Wait)
 			if hint.Capped && m.e.debug {
-				m.e.log.Debug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
+				m.logDebug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
 			}
 			if hint.Wait > 0 {
 				m.retryAfter(t, m.now()+int64(hint.Wait), hint.Wait)
@@ -284,7 +296,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	}
 	m.record(rec)
 	if m.e.debug {
-		m.e.log.Debug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
+		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
 	}
 	act, key := m.rules.Resolve(class, o.Status)
 	m.curFails++
@@ -378,7 +390,7 @@ func (m *Machine) skip(t int, st health.Status) {
 		m.shortest = rem
 	}
 	if m.e.debug {
-		m.e.log.Debug("reroute candidate skipped as blocked", zap.String("target", m.e.c.Targets[t]), zap.Duration("remaining", rem), zap.Stringer("kind", st.Kind))
+		m.logDebug("reroute candidate skipped as blocked", zap.String("target", m.e.c.Targets[t]), zap.Duration("remaining", rem), zap.Stringer("kind", st.Kind))
 	}
 }
 
@@ -402,7 +414,7 @@ func (m *Machine) next(act policy.Action, failed int) Step {
 		d := bo.Delay(m.attempts, m.prevWait, m.e.rnd)
 		m.prevWait = d
 		if m.e.debug {
-			m.e.log.Debug("reroute backoff delay", zap.String("target", m.e.c.Targets[t]), zap.Duration("delay", d))
+			m.logDebug("reroute backoff delay", zap.String("target", m.e.c.Targets[t]), zap.Duration("delay", d))
 		}
 		wait = max(wait, d)
 	}
@@ -458,7 +470,7 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 			continue
 		}
 		if m.e.debug {
-			m.e.log.Debug("reroute fallback chosen", zap.String("target", m.e.c.Targets[fb]), zap.Int("position", i))
+			m.logDebug("reroute fallback chosen", zap.String("target", m.e.c.Targets[fb]), zap.Int("position", i))
 		}
 		return fb, 0, i, ""
 	}
@@ -486,7 +498,7 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		}
 		if k == 0 {
 			if m.e.debug {
-				m.e.log.Debug("reroute random pick", zap.String("target", m.e.c.Targets[c]), zap.Int("eligible", eligible))
+				m.logDebug("reroute random pick", zap.String("target", m.e.c.Targets[c]), zap.Int("eligible", eligible))
 			}
 			return c, 0, -1, ""
 		}
@@ -524,7 +536,7 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 		m.e.hooks.Exhausted(r)
 	}
 	if ce := m.e.log.Check(zap.WarnLevel, "reroute request exhausted"); ce != nil {
-		ce.Write(zap.String("model", err.Model), zap.String("reason", string(r)), zap.Int("attempts", len(err.Attempts)), zap.Duration("shortest_block", m.shortest))
+		ce.Write(zap.String("model", err.Model), zap.String("reason", string(r)), zap.Int("attempts", len(err.Attempts)), zap.Duration("shortest_block", m.shortest), zap.String("request_id", RequestID(m.ctx)))
 	}
 	return Step{Kind: StepFail, Err: err}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/reroute-go/reroute/policy"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 const (
@@ -434,4 +436,32 @@ model_providers:
 			t.Errorf("took %v, want 2.1s", took)
 		}
 	})
+}
+
+func TestRequestIDInLogs(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	e := mustEngine(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy: {on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}
+  - model: anthropic/claude-3-5-sonnet
+`, WithLogger(zap.New(core)))
+	up := newUpstreams(map[string][]step{gpt: {{status: 503}}, claude: {{status: 503}}})
+	_, err := e.Do(WithRequestID(testContext(t), "req-42"), gpt, up.call)
+	if !errors.Is(err, ErrExhausted) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, msg := range []string{"reroute attempt failed", "reroute retry started", "reroute request exhausted"} {
+		entries := logs.FilterMessage(msg).FilterField(zap.String("request_id", "req-42")).All()
+		if len(entries) == 0 {
+			t.Errorf("no %q entry with the request id; logged: %v", msg, logs.All())
+		}
+	}
+	for _, entry := range logs.All() {
+		for _, f := range entry.Context {
+			if f.Key == "body" || f.Key == "access_key" || f.Key == "authorization" {
+				t.Errorf("%q logs %s", entry.Message, f.Key)
+			}
+		}
+	}
 }

@@ -239,7 +239,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
 	rq.header()
 	defer rq.release()
-	res, err := h.e.Do(r.Context(), h.targets[t].id, rq.call)
+	res, err := h.e.Do(engine.WithRequestID(r.Context(), rq.id), h.targets[t].id, rq.call)
 	if err != nil {
 		rq.fail(w, err)
 		return
