@@ -50,6 +50,8 @@ fuzz: ## every fuzz target for FUZZTIME (default 10s) each
 	  done; \
 	done
 
+LOADGEN_ARGS ?= -baseline naive -report loadgen-report.html
+
 .PHONY: loadgen
-loadgen: ## run the load generator on its built-in default scenario
-	$(GO) run ./cmd/loadgen $(ARGS)
+loadgen: ## the load generator on its built-in scenario, beside a naive retry baseline; writes loadgen-report.html
+	$(GO) run ./cmd/loadgen $(LOADGEN_ARGS) $(ARGS)
