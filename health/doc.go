@@ -1,0 +1,68 @@
+// Package health keeps the process-wide health facts of SPEC §7–8: which
+// targets and providers are blocked by a Retry-After or by high latency,
+// until when, and the recent latency events that may create such a block.
+// One goroutine owns every fact; request goroutines read immutable
+// snapshots and send reports without ever waiting for it.
+//
+// # Pieces
+//
+//   - [State] is the pure core: arrays indexed by the identifiers of a
+//     [policy.Compiled], time passed in as unix nanoseconds, no goroutines,
+//     clock or logging, not safe for concurrent use. Tests and the
+//     simulator drive it directly.
+//   - [Actor] owns one State in one goroutine. Reports reach it through
+//     per-core buffers; it applies them in batches, logs every transition,
+//     drops ended blocks periodically, and publishes a [Snapshot] through an
+//     atomic pointer whenever a deadline changes.
+//   - [Snapshot] is what requests read: for each target, the folded
+//     deadline of the blocks covering it (its own and its provider's).
+//     [Snapshot.Lookup] is an index and a compare, about a nanosecond.
+//
+// # Identifiers
+//
+// Target i of the configuration is identifier i; provider j is identifier
+// NumTargets()+j ([policy.Compiled.ID] picks the one a scope uses). Every
+// array is sized from the configuration, so memory is bounded by it: an
+// identifier out of range is refused and counted, never stored, and no
+// unknown name can enter. Latency events are kept in one ring per
+// identifier whose capacity is the largest min_triggers configured.
+//
+// # What to report
+//
+// Only outcomes that can change the state go to the actor: a Retry-After
+// (ReportRetryAfter with the capped deadline) and a latency event
+// (ReportLatency with the rule of the policy that measured it). A success
+// within the threshold sends nothing. The engine guarantees this; it is
+// what keeps the actor idle on a healthy path. Reports are fire-and-forget:
+// when the buffer is full they are dropped and counted in Dropped, never
+// waited on, and a dropped report only delays a block until the next one.
+//
+// # Usage
+//
+//	h := health.New(compiled, health.WithLogger(log))
+//	defer h.Stop()
+//
+//	// On the request path: Clear first, so a healthy target costs no
+//	// clock read.
+//	snap := h.Snapshot()
+//	if !snap.Clear(t) {
+//		now := coarseNow()
+//		if st := snap.Lookup(t, now); st.Blocked(now) {
+//			// wait until st.Until (retry_after), or move on;
+//			// st.Latency: same_model exhausts (SPEC §9)
+//		}
+//	}
+//
+//	// After an attempt that answered 429 with Retry-After: 30 under
+//	// retry_after_handling {scope: provider, apply_to: global}:
+//	h.ReportRetryAfter(compiled.ID(t, policy.ScopeProvider), now+30e9)
+//
+//	// Tests and shutdown paths: wait until every report so far is visible.
+//	err := h.Sync(ctx)
+//
+// Blocks with apply_to: request are not this package's business: they live
+// and die with one request, in the engine.
+//
+// docs/architecture.md, section "Health state", explains the design and
+// the measured costs behind it.
+package health
