@@ -13,6 +13,7 @@ func TestUnknown(t *testing.T) {
 		Internal int `yaml:"-"`
 		hidden   int
 	}
+	_ = T{}.hidden // unexported: never a key
 	fields := Fields(reflect.TypeOf(T{}))
 	if len(fields) != 2 {
 		t.Fatalf("fields = %v, want backoff and max_ms", fields)
