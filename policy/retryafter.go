@@ -52,12 +52,14 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 			best = d
 		}
 	}
-	for _, v := range h.Values("Retry-After") {
+	// The keys below are in canonical form, so indexing the map is what
+	// h.Get would do, without canonicalizing the key again.
+	for _, v := range h["Retry-After"] {
 		d, ok := parseRetryAfterValue(v, now)
 		take(d, ok, true)
 	}
 	for _, k := range [...]string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
-		if v := h.Get(k); v != "" {
+		if v := first(h[k]); v != "" {
 			d, ok := parseSeconds(v, time.Millisecond)
 			take(d, ok, true)
 		}
@@ -67,7 +69,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 			{"X-Ratelimit-Reset-Requests", "X-Ratelimit-Remaining-Requests"},
 			{"X-Ratelimit-Reset-Tokens", "X-Ratelimit-Remaining-Tokens"},
 		} {
-			if v := h.Get(dim.reset); v != "" && exhausted(h.Get(dim.remaining)) {
+			if v := first(h[dim.reset]); v != "" && exhausted(first(h[dim.remaining])) {
 				d, ok := parseSeconds(v, time.Second)
 				if !ok {
 					d, ok = parseGoDuration(v)
@@ -81,7 +83,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 			{"Anthropic-Ratelimit-Input-Tokens-Reset", "Anthropic-Ratelimit-Input-Tokens-Remaining"},
 			{"Anthropic-Ratelimit-Output-Tokens-Reset", "Anthropic-Ratelimit-Output-Tokens-Remaining"},
 		} {
-			if v := h.Get(dim.reset); v != "" && exhausted(h.Get(dim.remaining)) {
+			if v := first(h[dim.reset]); v != "" && exhausted(first(h[dim.remaining])) {
 				t, err := time.Parse(time.RFC3339, v)
 				take(max0(t.Sub(now)), err == nil, true)
 			}
@@ -100,6 +102,13 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 // exhausted reports whether a remaining header says the dimension is used
 // up; an absent header counts as exhausted, so a lone reset header on a 429
 // is still used.
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
 func exhausted(remaining string) bool {
 	return remaining == "" || remaining == "0"
 }
