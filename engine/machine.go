@@ -50,6 +50,7 @@ type Machine struct {
 	curFails int  // failures of the current target in a row
 	prevWait time.Duration
 	budget0  int64 // when the first attempt failed, for max_retry_duration_ms
+	budgetOn bool  // budget0 is set (virtual time may start at 0)
 	retrying bool  // holds a max_retrying_requests slot
 	shard    *shard
 
@@ -399,8 +400,8 @@ func (m *Machine) skip(t int, st health.Status) {
 func (m *Machine) next(act policy.Action, failed int) Step {
 	now := m.now()
 	if b := m.rules.Budget; b > 0 {
-		if m.budget0 == 0 {
-			m.budget0 = now
+		if !m.budgetOn {
+			m.budget0, m.budgetOn = now, true
 		}
 		if now-m.budget0 >= int64(b) {
 			return m.fail(ReasonBudget, true)
