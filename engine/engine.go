@@ -149,6 +149,9 @@ func (e *Engine) Health() *health.Actor { return e.actor }
 // Every Do ends with exactly one of those. A request's deadline is ctx's:
 // no wait starts that would end past it.
 func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error) {
+	if ctx == nil || call == nil {
+		return Result{}, errNilArgument
+	}
 	s := e.pickShard()
 	s.inflight.Add(1)
 	var m Machine
@@ -237,6 +240,8 @@ func (e *Engine) sleep(ctx context.Context, d time.Duration) error {
 		return ErrClosed
 	}
 }
+
+var errNilArgument = errors.New("reroute: Do needs a non-nil context and call")
 
 var errNoResponse = errors.New("reroute: call returned neither a status nor an error")
 

@@ -465,3 +465,14 @@ model_providers:
 		}
 	}
 }
+
+func TestNilArgumentsAreErrors(t *testing.T) {
+	e := mustEngine(t, `model_providers: [{model: openai/gpt-4o}]`)
+	//lint:ignore SA1012 a nil context is the bad input under test
+	if _, err := e.Do(nil, gpt, newUpstreams(nil).call); err == nil { //nolint:staticcheck
+		t.Error("nil context accepted")
+	}
+	if _, err := e.Do(testContext(t), gpt, nil); err == nil {
+		t.Error("nil call accepted")
+	}
+}
