@@ -5,6 +5,8 @@ package main
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"fmt"
 	"os"
 	"slices"
@@ -18,12 +20,20 @@ type row struct {
 }
 
 func main() {
+	if err := table(os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "benchtable:", err)
+		os.Exit(1)
+	}
+}
+
+// table reads benchmark output from in and writes the median table to out.
+func table(in io.Reader, out io.Writer) error {
 	var (
 		pkg   string
 		order []string
 		rows  = map[string]*row{}
 	)
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		line := sc.Text()
 		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
@@ -56,16 +66,22 @@ func main() {
 			}
 		}
 	}
-	if len(order) == 0 {
-		fmt.Fprintln(os.Stderr, "benchtable: no benchmark rows on stdin")
-		os.Exit(1)
+	if err := sc.Err(); err != nil {
+		return err
 	}
-	fmt.Printf("%-28s %-56s %6s %12s %8s %10s\n", "package", "benchmark", "runs", "ns/op", "B/op", "allocs/op")
+	if len(order) == 0 {
+		return errors.New("no benchmark rows in the input")
+	}
+	fmt.Fprintf(out, "%-28s %-56s %6s %12s %8s %10s\n", "package", "benchmark", "runs", "ns/op", "B/op", "allocs/op")
 	for _, k := range order {
 		r := rows[k]
-		short := r.pkg[strings.LastIndex(r.pkg, "reroute/")+len("reroute/"):]
-		fmt.Printf("%-28s %-56s %6d %12.2f %8.0f %10.0f\n", short, r.name, len(r.ns), median(r.ns), median(r.bytes), median(r.allocs))
+		short := r.pkg
+		if i := strings.LastIndex(r.pkg, "reroute/"); i >= 0 {
+			short = r.pkg[i+len("reroute/"):]
+		}
+		fmt.Fprintf(out, "%-28s %-56s %6d %12.2f %8.0f %10.0f\n", short, r.name, len(r.ns), median(r.ns), median(r.bytes), median(r.allocs))
 	}
+	return nil
 }
 
 func median(v []float64) float64 {
