@@ -6,8 +6,8 @@ package main
 import (
 	"bufio"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
