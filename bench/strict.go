@@ -85,20 +85,8 @@ func (s *strict) add(path string, line int, format string, args ...any) {
 }
 
 // line returns the line of path, or of its nearest enclosing path that
-// was written (a key left out has no line of its own).
-func (s *strict) line(path string) int {
-	for path != "" {
-		if l, ok := s.lines[path]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			return 0
-		}
-		path = path[:i]
-	}
-	return 0
-}
+// was written.
+func (s *strict) line(path string) int { return yamlkeys.Line(s.lines, path) }
 
 func (s *strict) mark(line int, path string) {
 	if _, ok := s.lines[path]; !ok {

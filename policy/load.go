@@ -126,21 +126,7 @@ type lineIndex struct {
 	shared map[int]bool // lines holding sibling fields; see setLine
 }
 
-func (x *lineIndex) line(path string) int {
-	// A key left out (a required one, or one a default filled) has no
-	// line of its own: name the line of the nearest enclosing key.
-	for path != "" {
-		if l, ok := x.lines[path]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			return 0
-		}
-		path = path[:i]
-	}
-	return 0
-}
+func (x *lineIndex) line(path string) int { return yamlkeys.Line(x.lines, path) }
 
 // setLine records that path is written on line. yaml.v3 type errors name a
 // line but no column, so a line names the deepest path written on it (what

@@ -77,3 +77,21 @@ func closeTo(a, b string) bool {
 	}
 	return prev[len(b)] <= 2
 }
+
+// Line returns the line recorded for path, or for its nearest enclosing
+// path: a key left out (a required one, or one a default filled) has no
+// line of its own, so the enclosing key's line is the best to point at. 0
+// when none is recorded.
+func Line(lines map[string]int, path string) int {
+	for path != "" {
+		if l, ok := lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+	return 0
+}

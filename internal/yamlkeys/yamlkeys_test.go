@@ -28,3 +28,12 @@ func TestUnknown(t *testing.T) {
 		t.Error("Join")
 	}
 }
+
+func TestLine(t *testing.T) {
+	lines := map[string]int{"a": 3, "a.b[0]": 7}
+	for path, want := range map[string]int{"a": 3, "a.b[0]": 7, "a.b[0].c": 7, "a.b[1].c": 3, "z.y": 0, "": 0} {
+		if got := Line(lines, path); got != want {
+			t.Errorf("Line(%q) = %d, want %d", path, got, want)
+		}
+	}
+}
