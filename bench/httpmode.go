@@ -418,6 +418,7 @@ type fake struct {
 	t      int
 	run    *httpRun
 	stream bool
+	busy   atomic.Int64 // attempts in progress, for Upstream.Capacity
 }
 
 // globalRand is math/rand/v2's goroutine-safe global source, for the
@@ -441,7 +442,12 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.run.mu.Lock()
 	f.run.rec.attempt(int64(off), f.t)
 	f.run.mu.Unlock()
-	a := f.u.answer(off, fakeRand)
+	n := f.busy.Add(1)
+	defer f.busy.Add(-1)
+	a := overloaded
+	if c := f.u.Capacity; c == 0 || n <= int64(c) {
+		a = f.u.answer(off, fakeRand)
+	}
 	if a.hang {
 		select {
 		case <-r.Context().Done():

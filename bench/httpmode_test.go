@@ -111,3 +111,34 @@ func TestHTTPModeStreamAndCancel(t *testing.T) {
 		t.Errorf("succeeded %d of %d, served %v, failures %v", r.Succeeded, r.Requests, r.ServedByTarget, r.FailuresByReason)
 	}
 }
+
+// An upstream over its capacity sheds attempts over HTTP too: with 8
+// requests in flight and room for one, the primary answers most of them
+// with 503 and the secondary serves them.
+func TestHTTPModeCapacity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real time")
+	}
+	sc := mustScenario(t, "http-capacity.yaml", doc(
+		"config:",
+		"  model_providers:",
+		"    - model: openai/gpt-4o",
+		"      retry_policy: {on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}",
+		"    - model: anthropic/claude-3-5-sonnet",
+		"  engine: {retry_budget: {enabled: false}}",
+		"workload: {model: openai/gpt-4o, requests: 80, concurrency: 8, timeout: 5s}",
+		"upstreams:",
+		"  openai/gpt-4o: {capacity: 1, latency: {ttfb: 20ms, total: 30ms}}",
+		"  anthropic/claude-3-5-sonnet: {latency: {ttfb: 1ms, total: 2ms}}",
+	))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := Run(ctx, sc, ModeHTTP, BaselineNone, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvariants(t, r)
+	if r.Succeeded != 80 || r.ServedByTarget["anthropic/claude-3-5-sonnet"] == 0 {
+		t.Errorf("succeeded %d, served %v: want the shed attempts served by the secondary", r.Succeeded, r.ServedByTarget)
+	}
+}

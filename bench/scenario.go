@@ -60,7 +60,17 @@ type Upstream struct {
 	Target  string
 	Latency Latency // the healthy latency, also of attempts a phase misses
 	Phases  []Phase // ordered by At; before the first, the target is healthy
+	// Capacity is how many attempts the upstream serves at once; an
+	// attempt that arrives while Capacity are in progress is answered 503
+	// after OverloadDelay, whatever the phase says. 0: no limit. It is
+	// what makes load matter: retries that pile onto a struggling
+	// upstream push it over.
+	Capacity int
 }
+
+// OverloadDelay is how long an upstream over its capacity takes to answer
+// 503: a load balancer shedding the attempt.
+const OverloadDelay = 20 * time.Millisecond
 
 // Latency is a latency model: each answer's TTFB and Total are the given
 // values multiplied by one log-normal factor with mean 1 and standard
@@ -113,8 +123,9 @@ type rawWorkload struct {
 }
 
 type rawUpstream struct {
-	Latency *rawLatency `yaml:"latency"`
-	Phases  []rawPhase  `yaml:"phases"`
+	Latency  *rawLatency `yaml:"latency"`
+	Capacity *int        `yaml:"capacity"`
+	Phases   []rawPhase  `yaml:"phases"`
 }
 
 type rawLatency struct {
@@ -325,6 +336,12 @@ func (sc *Scenario) upstreams(s *strict, raw map[string]*rawUpstream, index map[
 		}
 		if r.Latency != nil {
 			u.Latency = latency(s, p+".latency", r.Latency, DefaultLatency)
+		}
+		if r.Capacity != nil {
+			u.Capacity = *r.Capacity
+			if u.Capacity < 1 {
+				s.add(p+".capacity", s.line(p+".capacity"), "must be at least 1 attempt at once, not %d (leave it out for no limit)", u.Capacity)
+			}
 		}
 		prev := time.Duration(-1)
 		for j, rp := range r.Phases {

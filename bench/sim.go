@@ -97,6 +97,7 @@ type request struct {
 	out      policy.Outcome
 	total    time.Duration // a stream's whole answer, known when it commits
 	res      engine.Result // a delivered stream, until it ends
+	busy     int           // 1 + the target whose capacity the attempt holds; 0 none
 }
 
 // sim is one discrete-event simulation run.
@@ -110,6 +111,7 @@ type sim struct {
 	naive   bool
 	primary int
 	up      []Upstream
+	busy    []int           // per target: attempts in progress, for Upstream.Capacity
 	timeout []time.Duration // per target: engine.AttemptTimeout
 	stream  bool
 
@@ -164,6 +166,7 @@ func Simulate(sc *Scenario, o Options, naive bool) (*Result, error) {
 		primary:  primary,
 		up:       sc.Upstreams,
 		timeout:  make([]time.Duration, c.NumTargets()),
+		busy:     make([]int, c.NumTargets()),
 		stream:   sc.Workload.Stream,
 		total:    int64(n),
 		closed:   sc.Workload.Concurrency > 0,
@@ -334,7 +337,15 @@ func (s *sim) attempt(i int32, now int64) {
 	r.n++
 	r.start = now
 	s.rec.attempt(now-epoch, t)
-	a := s.up[t].answer(time.Duration(now-epoch), s.draw)
+	s.release(r)
+	var a answer
+	if c := s.up[t].Capacity; c > 0 && s.busy[t] >= c {
+		a = overloaded
+	} else {
+		a = s.up[t].answer(time.Duration(now-epoch), s.draw)
+	}
+	s.busy[t]++
+	r.busy = t + 1
 	to := s.timeout[t]
 	var d time.Duration
 	switch {
@@ -372,6 +383,9 @@ func (s *sim) attempt(i int32, now int64) {
 
 func (s *sim) observe(i int32, now int64) {
 	r := s.slots[i]
+	if !s.stream || r.out.Err != nil || r.out.Status >= 300 {
+		s.release(r) // a committed stream holds the upstream until it ends
+	}
 	if !s.naive {
 		r.m.SetNow(now)
 		s.step(i, r.m.Observe(&r.out), now)
@@ -418,10 +432,19 @@ func (s *sim) deliver(i int32, now int64) {
 	}
 }
 
+// release gives back the upstream capacity r's attempt holds, if any.
+func (s *sim) release(r *request) {
+	if r.busy > 0 {
+		s.busy[r.busy-1]--
+		r.busy = 0
+	}
+}
+
 // finish ends request i at now: served by target when target ≥ 0, else
 // failed for reason.
 func (s *sim) finish(i int32, now int64, target int, reason string) {
 	r := s.slots[i]
+	s.release(r)
 	if target >= 0 {
 		s.rec.success(r.arrival-epoch, now-epoch, target)
 	} else {

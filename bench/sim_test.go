@@ -5,6 +5,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -381,5 +383,48 @@ func TestSeriesCoarsen(t *testing.T) {
 	}
 	if arr != n || att != n || lat != n {
 		t.Errorf("after coarsening: %d arrivals, %d attempts, %d latencies; want %d", arr, att, lat, n)
+	}
+}
+
+// An upstream over its capacity sheds attempts with a quick 503: with 8
+// requests in flight and room for 2, six of every eight first attempts are
+// shed and fail over; with room for all of them, none is.
+func TestCapacity(t *testing.T) {
+	run := func(capacity int) *Result {
+		sc := mustScenario(t, "capacity.yaml", doc(
+			"config:",
+			"  model_providers:",
+			"    - model: openai/gpt-4o",
+			"      retry_policy: {on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}",
+			"    - model: anthropic/claude-3-5-sonnet",
+			"  engine: {retry_budget: {enabled: false}}",
+			"workload: {model: openai/gpt-4o, requests: 80, concurrency: 8}",
+			"upstreams:",
+			"  openai/gpt-4o:",
+			"    latency: {ttfb: 100ms, total: 1s}",
+			"    capacity: "+strconv.Itoa(capacity),
+			"  anthropic/claude-3-5-sonnet:",
+			"    latency: {ttfb: 100ms, total: 1s}",
+		))
+		r := mustSimulate(t, sc, Options{}, false)
+		checkInvariants(t, r)
+		return r
+	}
+	if r := run(8); r.AttemptsByTarget["anthropic/claude-3-5-sonnet"] != 0 || r.Succeeded != 80 {
+		t.Errorf("capacity 8: attempts %v, succeeded %d; want every request served by the primary", r.AttemptsByTarget, r.Succeeded)
+	}
+	r := run(2)
+	if r.Succeeded != 80 || r.ServedByTarget["openai/gpt-4o"] == 0 || r.ServedByTarget["anthropic/claude-3-5-sonnet"] < 40 {
+		t.Errorf("capacity 2: served %v, succeeded %d; want most requests shed to the secondary", r.ServedByTarget, r.Succeeded)
+	}
+
+	_, err := ParseScenario("bad.yaml", doc(
+		"config: {model_providers: [{model: openai/gpt-4o}]}",
+		"workload: {model: openai/gpt-4o, requests: 1, rate: 1}",
+		"upstreams:",
+		"  openai/gpt-4o: {capacity: 0}",
+	))
+	if err == nil || !strings.Contains(err.Error(), `upstreams["openai/gpt-4o"].capacity`) || !strings.Contains(err.Error(), "line 4") {
+		t.Errorf("capacity 0: %v", err)
 	}
 }

@@ -53,6 +53,9 @@ func (u *Upstream) answer(off time.Duration, r *rand.Rand) answer {
 	return a
 }
 
+// overloaded is the answer of an upstream over its capacity.
+var overloaded = answer{status: http.StatusServiceUnavailable, ttfb: OverloadDelay, total: OverloadDelay}
+
 // sample draws one TTFB and Total: both scaled by one log-normal factor
 // whose mean is 1, so a slow first byte comes with a slow body.
 func (l Latency) sample(r *rand.Rand) (ttfb, total time.Duration) {
