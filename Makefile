@@ -9,7 +9,7 @@ COUNT     ?= 5
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*##"} /^[a-z-]+:.*##/ {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-z-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: test
 test: fmt-check vet ## gofmt check, go vet, and every test under the race detector
