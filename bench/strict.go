@@ -115,25 +115,9 @@ func (s *strict) pathOn(line int, msg string) string {
 			common = a.path
 			continue
 		}
-		common = commonPath(common, a.path)
+		common = yamlkeys.Common(common, a.path)
 	}
 	return common
-}
-
-// commonPath returns the longest field path that is a or contains both a
-// and b.
-func commonPath(a, b string) string {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	boundary := func(s string, i int) bool { return i == len(s) || s[i] == '.' || s[i] == '[' }
-	for ; n > 0; n-- {
-		if boundary(a, n) && boundary(b, n) {
-			return a[:n]
-		}
-	}
-	return ""
 }
 
 func (s *strict) walk(n *yaml.Node, t reflect.Type, path string) {

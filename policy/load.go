@@ -140,7 +140,7 @@ func (x *lineIndex) setLine(line int, path string) {
 		x.byLine[line] = path
 	case prev == path || under(path, prev) || under(prev, path):
 	default:
-		x.byLine[line] = commonPath(prev, path)
+		x.byLine[line] = yamlkeys.Common(prev, path)
 		if x.shared == nil {
 			x.shared = map[int]bool{}
 		}
@@ -152,22 +152,6 @@ func (x *lineIndex) setLine(line int, path string) {
 func under(path, ancestor string) bool {
 	return len(path) > len(ancestor) && strings.HasPrefix(path, ancestor) &&
 		(path[len(ancestor)] == '.' || path[len(ancestor)] == '[')
-}
-
-// commonPath returns the longest field path that is a or contains both a
-// and b.
-func commonPath(a, b string) string {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	boundary := func(s string, i int) bool { return i == len(s) || s[i] == '.' || s[i] == '[' }
-	for ; n > 0; n-- {
-		if boundary(a, n) && boundary(b, n) {
-			return a[:n]
-		}
-	}
-	return ""
 }
 
 var lineMsg = regexp.MustCompile(`^line (\d+): (.*)$`)

@@ -40,10 +40,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 		return hint
 	}
 	best := time.Duration(-1)
-	take := func(d time.Duration, ok bool, present bool) {
-		if !present {
-			return
-		}
+	take := func(d time.Duration, ok bool) {
 		if !ok {
 			hint.Malformed = true
 			return
@@ -56,12 +53,12 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 	// h.Get would do, without canonicalizing the key again.
 	for _, v := range h["Retry-After"] {
 		d, ok := parseRetryAfterValue(v, now)
-		take(d, ok, true)
+		take(d, ok)
 	}
 	for _, k := range [...]string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
 		if v := first(h[k]); v != "" {
 			d, ok := parseSeconds(v, time.Millisecond)
-			take(d, ok, true)
+			take(d, ok)
 		}
 	}
 	if best < 0 && status == http.StatusTooManyRequests {
@@ -74,7 +71,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 				if !ok {
 					d, ok = parseGoDuration(v)
 				}
-				take(d, ok, true)
+				take(d, ok)
 			}
 		}
 		for _, dim := range [...]struct{ reset, remaining string }{
@@ -85,7 +82,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 		} {
 			if v := first(h[dim.reset]); v != "" && exhausted(first(h[dim.remaining])) {
 				t, err := time.Parse(time.RFC3339, v)
-				take(max0(t.Sub(now)), err == nil, true)
+				take(max0(t.Sub(now)), err == nil)
 			}
 		}
 	}

@@ -164,10 +164,8 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
 	}
 
-	strategies := []struct {
-		path string
-		s    Strategy
-	}{{p + ".default_strategy", rp.DefaultStrategy}}
+	// Every strategy the policy uses, to warn when one has no target.
+	strategies := []strategyAt{{p + ".default_strategy", rp.DefaultStrategy}}
 	firstSeen := map[int]string{}
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
@@ -194,10 +192,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		}
 		k.strategy(rpath+".strategy", r.Strategy, true)
 		if r.Strategy != "" {
-			strategies = append(strategies, struct {
-				path string
-				s    Strategy
-			}{rpath + ".strategy", r.Strategy})
+			strategies = append(strategies, strategyAt{rpath + ".strategy", r.Strategy})
 		}
 		switch {
 		case r.MaxAttempts == nil:
@@ -210,10 +205,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		k.strategy(p+".on_timeout.strategy", t.Strategy, true)
 		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
 		if t.Strategy != "" {
-			strategies = append(strategies, struct {
-				path string
-				s    Strategy
-			}{p + ".on_timeout.strategy", t.Strategy})
+			strategies = append(strategies, strategyAt{p + ".on_timeout.strategy", t.Strategy})
 		}
 	}
 	if h := rp.OnHighLatency; h != nil {
@@ -255,10 +247,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			k.warnf(hp+".scope", "a provider-scoped latency block with strategy same_model ends the request: the only target it would retry is blocked")
 		}
 		if h.Strategy != "" {
-			strategies = append(strategies, struct {
-				path string
-				s    Strategy
-			}{hp + ".strategy", h.Strategy})
+			strategies = append(strategies, strategyAt{hp + ".strategy", h.Strategy})
 		}
 	}
 	if b := rp.Backoff; b != nil {
@@ -315,6 +304,11 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			k.warnf(s.path, "strategy %s needs another target, but no other configured model matches it; such failures end the request", s.s)
 		}
 	}
+}
+
+type strategyAt struct {
+	path string
+	s    Strategy
 }
 
 func (k *checker) scope(path string, s Scope) {

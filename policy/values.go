@@ -100,7 +100,7 @@ func (j *Jitter) UnmarshalYAML(n *yaml.Node) error {
 		return typeError(n, "jitter must be true, false, none, equal, full or decorrelated")
 	}
 	switch {
-	case n.Tag == "!!bool" && isTrue(n.Value):
+	case n.Tag == "!!bool" && strings.EqualFold(n.Value, "true"):
 		*j = JitterEqual
 	case n.Tag == "!!bool":
 		*j = JitterNone
@@ -108,14 +108,6 @@ func (j *Jitter) UnmarshalYAML(n *yaml.Node) error {
 		*j = Jitter(n.Value)
 	}
 	return nil
-}
-
-func isTrue(s string) bool {
-	switch strings.ToLower(s) {
-	case "true", "yes", "on", "y":
-		return true
-	}
-	return false
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler: a Go duration string, or an

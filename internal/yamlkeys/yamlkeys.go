@@ -95,3 +95,19 @@ func Line(lines map[string]int, path string) int {
 	}
 	return 0
 }
+
+// Common returns the longest field path that is a or b or contains both:
+// "x.a[0].b" and "x.a[0].c" give "x.a[0]".
+func Common(a, b string) string {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	boundary := func(s string, i int) bool { return i == len(s) || s[i] == '.' || s[i] == '[' }
+	for ; n > 0; n-- {
+		if boundary(a, n) && boundary(b, n) {
+			return a[:n]
+		}
+	}
+	return ""
+}

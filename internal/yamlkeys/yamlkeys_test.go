@@ -37,3 +37,16 @@ func TestLine(t *testing.T) {
 		}
 	}
 }
+
+func TestCommon(t *testing.T) {
+	for _, c := range [][3]string{
+		{"x.a[0].b", "x.a[0].c", "x.a[0]"},
+		{"x.ab", "x.ac", "x"},
+		{"x.a", "x.a.b", "x.a"},
+		{"a", "b", ""},
+	} {
+		if got := Common(c[0], c[1]); got != c[2] {
+			t.Errorf("Common(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
+		}
+	}
+}
