@@ -38,8 +38,10 @@ func newCounts(targets int) []atomic.Int64 {
 	return make([]atomic.Int64, n+2*countPad)[countPad : countPad+n]
 }
 
-func (s *shard) count(t, kind int) {
-	s.counts[t*countKinds+kind].Add(1)
+func (s *shard) count(t, kind int) { s.add(t, kind, 1) }
+
+func (s *shard) add(t, kind int, d int64) {
+	s.counts[t*countKinds+kind].Add(d)
 }
 
 // Counts are the attempts, successes and failures of one target since New.

@@ -245,10 +245,9 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 // the driver ends the request without making it (Close, cancellation or
 // the deadline during its wait), so that Counts count attempts sent.
 func (m *Machine) abandon() {
-	t := m.current
-	m.shard.counts[t*countKinds+countAttempts].Add(-1)
+	m.shard.add(m.current, countAttempts, -1)
 	if m.attempts > 1 {
-		m.shard.counts[t*countKinds+countRetries].Add(-1)
+		m.shard.add(m.current, countRetries, -1)
 	}
 }
 
