@@ -39,4 +39,14 @@
 // state, a Retry-After or a latency event, and those as non-blocking sends.
 // A fast success on a healthy target reads no clock, takes no lock, sends
 // nothing and allocates nothing.
+//
+// # Observability
+//
+// Request-path events (attempt failed, candidate skipped, fallback chosen,
+// backoff delay, retry started and succeeded) are logged at debug level
+// behind a level check cached at New; exhaustion at warn. A context made
+// with WithRequestID puts its id on every line of that request. Hooks
+// (WithHooks) report attempts, retries, exhaustions, blocks and latency
+// measurements for metrics, and Counts gives exact per-target attempts,
+// successes and failures. Credentials and bodies are never logged.
 package engine
