@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,8 @@ import (
 // it is safe for concurrent use by any number of goroutines. Close it when
 // done: that stops the health actor.
 type Engine struct {
-	cfg      *policy.Config
-	c        *policy.Compiled
-	timeouts []time.Duration // per target: per-attempt timeout, 0 = none
+	cfg *policy.Config
+	c   *policy.Compiled
 
 	health Health
 	actor  *health.Actor // nil under WithHealth
@@ -82,18 +82,22 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	warns, err := cfg.Finalize()
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range warns {
-		o.logger.Warn("reroute configuration warning", zap.String("path", w.Path), zap.String("model", w.Model), zap.String("warning", w.Message))
+	if !cfg.Finalized() {
+		// Parse and Load finalize and return the warnings to their caller;
+		// only a Config built in Go is finalized here, and only then are
+		// its warnings logged here.
+		warns, err := cfg.Finalize()
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range warns {
+			o.logger.Warn("reroute configuration warning", zap.String("path", w.Path), zap.String("model", w.Model), zap.String("warning", w.Message))
+		}
 	}
 	c := cfg.Compiled()
 	e := &Engine{
 		cfg:         cfg,
 		c:           c,
-		timeouts:    make([]time.Duration, c.NumTargets()),
 		clock:       o.clock,
 		rnd:         o.rnd,
 		log:         o.logger,
@@ -106,13 +110,6 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	}
 	_, e.realClock = o.clock.(*clock.Mock)
 	e.realClock = !e.realClock
-	def := cfg.Engine.Timeouts.Attempt.D()
-	for i, mp := range cfg.ModelProviders {
-		e.timeouts[i] = def
-		if mp.Timeouts != nil && mp.Timeouts.Attempt != nil {
-			e.timeouts[i] = mp.Timeouts.Attempt.D()
-		}
-	}
 	if o.health != nil {
 		e.health = o.health
 	} else {
@@ -127,7 +124,7 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 
 // AttemptTimeout returns the per-attempt timeout of target index t
 // (engine.timeouts.attempt, or the provider's override); 0 means none.
-func (e *Engine) AttemptTimeout(t int) time.Duration { return e.timeouts[t] }
+func (e *Engine) AttemptTimeout(t int) time.Duration { return e.c.Limits[t].Attempt }
 
 // Compiled returns the compiled configuration: target indices and rules.
 func (e *Engine) Compiled() *policy.Compiled { return e.c }
@@ -149,8 +146,26 @@ func (e *Engine) Health() *health.Actor { return e.actor }
 // Every Do ends with exactly one of those. A request's deadline is ctx's:
 // no wait starts that would end past it.
 func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error) {
+	t, ok := e.lookupTarget(model)
+	if !ok {
+		if ctx == nil || call == nil {
+			return Result{}, errNilArgument
+		}
+		return Result{}, &unknownModelError{model}
+	}
+	return e.DoTarget(ctx, t, call)
+}
+
+// DoTarget is Do for the target of index t in Compiled(), as
+// policy.Compiled.Resolve returns it: a caller that has resolved the name
+// already spares the engine a second lookup. A t out of range is
+// ErrUnknownModel.
+func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error) {
 	if ctx == nil || call == nil {
 		return Result{}, errNilArgument
+	}
+	if uint(t) >= uint(e.c.NumTargets()) {
+		return Result{}, &unknownModelError{"#" + strconv.Itoa(t)}
 	}
 	s := e.pickShard()
 	s.inflight.Add(1)
@@ -159,9 +174,7 @@ func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	if err := e.begin(&m, s, model); err != nil {
-		return Result{}, err
-	}
+	e.begin(&m, s, t)
 	m.ctx = ctx
 	if d, ok := ctx.Deadline(); ok {
 		if e.realClock {
@@ -252,7 +265,7 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time
-	if to := e.timeouts[t]; to > 0 {
+	if to := e.c.Limits[t].Attempt; to > 0 {
 		// WithTimeout would read the clock anyway; reading it here gives a
 		// timed-out attempt its elapsed time (SPEC §11's timeout_<ms>ms)
 		// even when neither the call nor on_high_latency measures it.

@@ -104,20 +104,21 @@ func (e *Engine) Begin(m *Machine, model string) error {
 	}
 	virtual, now := m.virtual, m.nowNs
 	*m = Machine{virtual: virtual, nowNs: now, haveNow: virtual}
-	return e.begin(m, s, model)
-}
-
-// begin prepares a zeroed (or freshly reset) m.
-func (e *Engine) begin(m *Machine, s *shard, model string) error {
 	t, ok := e.lookupTarget(model)
 	if !ok {
 		return &unknownModelError{model}
 	}
+	e.begin(m, s, t)
+	return nil
+}
+
+// begin prepares a zeroed (or freshly reset) m for a request whose primary
+// is target t, which must be in range.
+func (e *Engine) begin(m *Machine, s *shard, t int) {
 	m.e, m.rules, m.primary, m.current, m.shard = e, e.c.Rules[t], t, t, s
 	if n := e.c.NumTargets(); n > 256 {
 		m.attempted2 = make([]uint64, (n+63)/64)
 	}
-	return nil
 }
 
 // lookupTarget finds a target's index. With a handful of targets comparing

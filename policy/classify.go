@@ -31,6 +31,11 @@ type Outcome struct {
 	// cure, such as a context-length rejection: the request may fail over
 	// but never sends to this target again.
 	NoSameTarget bool
+	// NoSameProvider marks a failure the provider said not to retry
+	// (x-should-retry: false, as on an exhausted quota): the request sends
+	// to no target of this provider again, but may fail over to another
+	// provider when its policy allows.
+	NoSameProvider bool
 }
 
 // ErrHighLatency marks an attempt the caller abandoned because it was too

@@ -17,7 +17,32 @@ type Compiled struct {
 	ProviderOf []int    // target index → provider index
 	Models     []string // target index → model name without its provider prefix
 	Rules      []*Rules // target index → its retry policy; nil when it has none
-	index      map[string]int
+	Limits     []Limits // target index → its per-attempt timeouts, resolved
+
+	index map[string]int      // target id → index
+	bare  map[string]int      // bare model name → index, when exactly one target has it
+	ambig map[string][]string // bare model names several targets share → their target ids
+}
+
+// Limits are the per-attempt timeouts of one target: engine.timeouts with
+// the provider's own timeouts keys laid over them, resolved once when the
+// configuration is compiled. 0 means no limit.
+type Limits struct {
+	Connect, Headers, FirstToken, Idle, Attempt time.Duration
+}
+
+// Resolve finds the target a client's model name means: a target id
+// ("openai/gpt-4o") first, else a bare model name ("gpt-4o") that exactly
+// one target has. When several targets share the bare name it returns -1
+// and their ids; for an unknown name, -1 and nil.
+func (c *Compiled) Resolve(name string) (t int, ambiguous []string) {
+	if i, ok := c.index[name]; ok {
+		return i, nil
+	}
+	if i, ok := c.bare[name]; ok {
+		return i, nil
+	}
+	return -1, c.ambig[name]
 }
 
 // NumTargets returns the number of configured targets.
@@ -180,7 +205,10 @@ func compile(c *Config) *Compiled {
 		ProviderOf: make([]int, n),
 		Models:     make([]string, n),
 		Rules:      make([]*Rules, n),
+		Limits:     make([]Limits, n),
 		index:      make(map[string]int, n),
+		bare:       make(map[string]int),
+		ambig:      make(map[string][]string),
 	}
 	providers := map[string]int{}
 	for i, mp := range c.ModelProviders {
@@ -199,12 +227,63 @@ func compile(c *Config) *Compiled {
 			out.Models[i] = out.Models[i][1:]
 		}
 	}
+	def := c.Engine.Timeouts
+	for i, mp := range c.ModelProviders {
+		out.Limits[i] = limitsOf(def, mp.Timeouts)
+	}
+	out.resolveBareNames()
 	for i, mp := range c.ModelProviders {
 		if mp.RetryPolicy != nil {
 			out.Rules[i] = compileRules(mp.RetryPolicy, out)
 		}
 	}
 	return out
+}
+
+// limitsOf lays a provider's timeouts over the engine's.
+func limitsOf(def, p *Timeouts) Limits {
+	if def == nil {
+		def = &Timeouts{}
+	}
+	if p == nil {
+		p = &Timeouts{}
+	}
+	pick := func(d, o *Duration) time.Duration {
+		if o != nil {
+			return o.D()
+		}
+		return d.D()
+	}
+	return Limits{
+		Connect:    pick(def.Connect, p.Connect),
+		Headers:    pick(def.Headers, p.Headers),
+		FirstToken: pick(def.FirstToken, p.FirstToken),
+		Idle:       pick(def.Idle, p.Idle),
+		Attempt:    pick(def.Attempt, p.Attempt),
+	}
+}
+
+// resolveBareNames indexes the bare model names. A target id always wins
+// over a bare name another target has; a bare name several targets share
+// resolves to none of them.
+func (c *Compiled) resolveBareNames() {
+	for i, m := range c.Models {
+		if m == "" || m == c.Targets[i] {
+			continue
+		}
+		if _, isID := c.index[m]; isID {
+			continue
+		}
+		if prev, ok := c.bare[m]; ok {
+			c.ambig[m] = append(c.ambig[m], c.Targets[prev])
+			delete(c.bare, m)
+		}
+		if ids, ok := c.ambig[m]; ok {
+			c.ambig[m] = append(ids, c.Targets[i])
+			continue
+		}
+		c.bare[m] = i
+	}
 }
 
 func compileRules(rp *RetryPolicy, c *Compiled) *Rules {

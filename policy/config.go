@@ -13,8 +13,10 @@ type Config struct {
 	Engine         *EngineConfig   `yaml:"engine,omitempty"`
 
 	// compiled is the form the engine reads on every request: target
-	// indices and expanded status code sets. Built by Finalize.
+	// indices and expanded status code sets. Built by Finalize, which
+	// runs once: a finalized Config keeps its compiled form and warnings.
 	compiled *Compiled
+	warnings []Warning
 }
 
 // ModelProvider is one entry of model_providers: a target and how to reach

@@ -71,6 +71,7 @@ func FuzzParse(f *testing.F) {
 		}
 		a, b := *cfg, *again
 		a.compiled, b.compiled = nil, nil
+		a.warnings, b.warnings = nil, nil
 		if !reflect.DeepEqual(normalise(a), normalise(b)) {
 			t.Fatalf("configuration differs after a round trip:\n%s", out)
 		}

@@ -55,6 +55,7 @@ func roundTrip(t testing.TB, cfg *Config) {
 	}
 	a, b := *cfg, *again
 	a.compiled, b.compiled = nil, nil
+	a.warnings, b.warnings = nil, nil
 	if !reflect.DeepEqual(normalise(a), normalise(b)) {
 		t.Errorf("configuration differs after a round trip:\n%s\n---\n%s", yamlOf(a), yamlOf(b))
 	}

@@ -29,11 +29,20 @@ const (
 
 // Finalize fills defaults, expands environment references in access_key,
 // validates the configuration and compiles the form the engine reads. It is
-// what Parse does after decoding; call it on a Config built in Go. It is
-// idempotent. On error the configuration must not be used.
+// what Parse does after decoding; call it on a Config built in Go. It runs
+// once: on a Config already finalized (by Parse, Load or an earlier call)
+// it changes nothing and returns the same warnings, so an access_key whose
+// expanded value contains "$" is never expanded twice. On error the
+// configuration must not be used.
 func (c *Config) Finalize() ([]Warning, error) {
+	if c.compiled != nil {
+		return c.warnings, nil
+	}
 	return finalize(c, nil)
 }
+
+// Finalized reports whether c has been finalized successfully.
+func (c *Config) Finalized() bool { return c.compiled != nil }
 
 // Compiled returns the compiled form built by Finalize, or nil if the
 // configuration has not been finalized successfully.
@@ -112,7 +121,7 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 	if len(k.errs) > 0 {
 		return k.warns, &Error{Problems: k.errs}
 	}
-	c.compiled = compile(c)
+	c.compiled, c.warnings = compile(c), k.warns
 	return k.warns, nil
 }
 

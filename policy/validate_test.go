@@ -927,9 +927,26 @@ func TestFinalizeInGo(t *testing.T) {
 	if perr.Problems[0].Line != 0 {
 		t.Errorf("line %d for a Config built in Go", perr.Problems[0].Line)
 	}
-	// A configuration that was valid and then broken loses its compiled form.
-	cfg.ModelProviders[0].RetryPolicy.MaxRetryDurationMs = ip(0)
-	if _, err := cfg.Finalize(); err == nil || cfg.Compiled() != nil {
-		t.Errorf("re-Finalize of a broken config: err %v, compiled %v", err, cfg.Compiled() != nil)
+	// Finalize runs once: a finalized configuration is read-only, and a
+	// second Finalize changes nothing and returns the same compiled form.
+	before := cfg.Compiled()
+	if _, err := cfg.Finalize(); err != nil || cfg.Compiled() != before {
+		t.Errorf("second Finalize: err %v, compiled form replaced %v", err, cfg.Compiled() != before)
+	}
+}
+
+// An access_key is expanded once: a key whose value contains "$" after
+// expansion (or was written with an escaped "$") survives a second
+// Finalize, as engine.New used to run it.
+func TestFinalizeExpandsOnce(t *testing.T) {
+	t.Setenv("REROUTE_TEST_KEY", "sk-abc$def")
+	cfg := &Config{ModelProviders: []ModelProvider{{Model: "openai/gpt-4o", AccessKey: "$REROUTE_TEST_KEY"}}}
+	for i := range 3 {
+		if _, err := cfg.Finalize(); err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.ModelProviders[0].AccessKey; got != "sk-abc$def" {
+			t.Fatalf("after Finalize #%d the key is %q, want %q", i+1, got, "sk-abc$def")
+		}
 	}
 }
