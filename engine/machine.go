@@ -47,6 +47,9 @@ type Machine struct {
 	attempts int
 	moved    bool // an attempt has gone to a target other than the primary
 	noSame   bool // the last failure forbids another attempt to the same target
+	// providers a failure said not to retry (x-should-retry: false); rare,
+	// so a slice allocated only then
+	noProviders []int
 	curFails int  // failures of the current target in a row
 	prevWait time.Duration
 	budget0  int64 // when the first attempt failed, for max_retry_duration_ms
@@ -273,7 +276,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		return Step{Kind: StepDone}
 	}
 	m.shard.count(t, countFailures)
-	rec := FailedAttempt{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class, Err: o.Err}
+	rec := FailedAttempt{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
 	if class == policy.HTTPError {
 		hint := policy.ParseRetryAfter(o.Status, o.Header, time.Unix(0, m.now()), m.rules.RetryAfter.Max)
 		if hint.Malformed && m.e.debug {
@@ -290,7 +293,6 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 			}
 		}
 	} else {
-		rec.Latency = o.Total
 		if l := m.rules.Latency; l != nil {
 			rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
 		}
@@ -301,8 +303,11 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	}
 	act, key := m.rules.Resolve(class, o.Status)
 	m.curFails++
-	if o.NoSameTarget {
+	if o.NoSameTarget || o.NoSameProvider {
 		m.noSame = true
+	}
+	if o.NoSameProvider {
+		m.noProviders = append(m.noProviders, m.e.c.ProviderOf[t])
 	}
 	if m.count(key) >= act.MaxAttempts {
 		return m.fail(ReasonMaxAttempts, false)
@@ -460,7 +465,13 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 	}
 	pp := m.e.c.ProviderOf[m.primary]
 	match := func(t int) bool {
-		return (m.e.c.ProviderOf[t] == pp) == (s == policy.SameProvider)
+		p := m.e.c.ProviderOf[t]
+		for _, np := range m.noProviders {
+			if p == np {
+				return false
+			}
+		}
+		return (p == pp) == (s == policy.SameProvider)
 	}
 	for i, fb := range m.rules.Fallbacks {
 		if m.isAttempted(fb) || !match(fb) {

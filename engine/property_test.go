@@ -929,6 +929,7 @@ func (m *propModel) check(rr *propRequest) (problems []string) {
 		}
 		fa := FailedAttempt{Target: call.name, Number: i, Status: call.out.Status, Class: class}
 		if class == policy.HTTPError {
+			fa.Latency = call.out.Total // how long the failed answer took
 			if call.step.ra != "" {
 				s, _ := strconv.Atoi(call.step.ra)
 				d := min(time.Duration(s)*time.Second, pol.raMax())
