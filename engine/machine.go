@@ -50,12 +50,12 @@ type Machine struct {
 	// providers a failure said not to retry (x-should-retry: false); rare,
 	// so a slice allocated only then
 	noProviders []int
-	curFails int  // failures of the current target in a row
-	prevWait time.Duration
-	budget0  int64 // when the first attempt failed, for max_retry_duration_ms
-	budgetOn bool  // budget0 is set (virtual time may start at 0)
-	retrying bool  // holds a max_retrying_requests slot
-	shard    *shard
+	curFails    int // failures of the current target in a row
+	prevWait    time.Duration
+	budget0     int64 // when the first attempt failed, for max_retry_duration_ms
+	budgetOn    bool  // budget0 is set (virtual time may start at 0)
+	retrying    bool  // holds a max_retrying_requests slot
+	shard       *shard
 
 	attempted  [4]uint64 // bitset of targets attempted or skipped at start
 	attempted2 []uint64  // for configurations with more than 256 targets
