@@ -397,7 +397,7 @@ func (h *httpRun) monitor(ctx context.Context, pol string) {
 			return
 		case now := <-tick.C:
 			if !h.naive {
-				if blocks, err := h.engine.Health().Blocks(ctx); err == nil {
+				if blocks, err := h.engine.Actor().Blocks(ctx); err == nil {
 					h.mu.Lock()
 					h.rec.ser.blocks(int64(now.Sub(h.start)), blocks, h.base)
 					h.mu.Unlock()

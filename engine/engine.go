@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -23,21 +22,12 @@ import (
 // it is safe for concurrent use by any number of goroutines. Close it when
 // done: that stops the health actor.
 type Engine struct {
-	cfg *policy.Config
-	c   *policy.Compiled
+	env // what every request's Machine shares
 
-	health Health
-	actor  *health.Actor // nil under WithHealth
-
+	cfg       *policy.Config
+	actor     *health.Actor // nil under WithHealth
 	clock     clock.Clock
-	realClock bool
-	rnd       rand.Source
-	log       *zap.Logger
-	debug     bool // log.Core().Enabled(Debug), cached: the request path checks a bool
-	hooks     Hooks
-
-	maxRetrying int64
-	budget      *retryBudget
+	wallClock bool // the clock is the system's, so a context's deadline can be compared with it directly
 
 	_      [64]byte // keep the shards off the cache line of the read-mostly fields above
 	shards [numShards]shard
@@ -78,7 +68,8 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	if cfg == nil {
 		return nil, errors.New("reroute: nil configuration")
 	}
-	o := options{logger: zap.NewNop(), clock: clock.New(), rnd: globalSource{}}
+	wall := clock.New()
+	o := options{logger: zap.NewNop(), clock: wall, rnd: globalSource{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -96,24 +87,29 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	}
 	c := cfg.Compiled()
 	e := &Engine{
-		cfg:         cfg,
+		cfg:       cfg,
+		clock:     o.clock,
+		wallClock: o.clock == wall,
+		closing:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+	}
+	e.env = env{
 		c:           c,
-		clock:       o.clock,
 		rnd:         o.rnd,
 		log:         o.logger,
 		debug:       o.logger.Core().Enabled(zapcore.DebugLevel),
 		hooks:       o.hooks,
 		maxRetrying: int64(*cfg.Engine.MaxRetryingRequests),
-		budget:      newRetryBudget(cfg.Engine.RetryBudget),
-		closing:     make(chan struct{}),
-		wake:        make(chan struct{}, 1),
+		retrying:    &e.retrying,
+		budget:      newRetryBudget(cfg.Engine.RetryBudget, o.clock.Now().UnixNano()),
+		now:         func() int64 { return o.clock.Now().UnixNano() },
+		shards:      e.shards[:],
 	}
-	_, e.realClock = o.clock.(*clock.Mock)
-	e.realClock = !e.realClock
 	if o.health != nil {
 		e.health = o.health
 	} else {
-		e.actor = health.New(c, health.WithClock(o.clock), health.WithLogger(o.logger))
+		hopts := []health.Option{health.WithClock(o.clock), health.WithLogger(o.logger)}
+		e.actor = health.New(c, hopts...)
 		e.health = actorHealth{e.actor}
 	}
 	for i := range e.shards {
@@ -132,9 +128,10 @@ func (e *Engine) Compiled() *policy.Compiled { return e.c }
 // Config returns the finalized configuration. It must not be modified.
 func (e *Engine) Config() *policy.Config { return e.cfg }
 
-// Health returns the engine's health actor, for listing live blocks and for
-// the per-target counters; nil when the engine was built WithHealth.
-func (e *Engine) Health() *health.Actor { return e.actor }
+// Actor returns the engine's health actor, for listing live blocks and
+// waiting for reports to be applied; nil when the engine was built
+// WithHealth.
+func (e *Engine) Actor() *health.Actor { return e.actor }
 
 // Do runs one request whose primary target is model (a configured target
 // id) through attempts, waits and failover, calling call once per attempt
@@ -160,7 +157,7 @@ func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error
 // policy.Compiled.Resolve returns it: a caller that has resolved the name
 // already spares the engine a second lookup. A t out of range is
 // ErrUnknownModel.
-func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error) {
+func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (res Result, err error) {
 	if ctx == nil || call == nil {
 		return Result{}, errNilArgument
 	}
@@ -168,16 +165,26 @@ func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error)
 		return Result{}, &unknownModelError{"#" + strconv.Itoa(t)}
 	}
 	s := e.pickShard()
-	s.inflight.Add(1)
+	s.begun.Add(1)
 	var m Machine
-	defer e.end(s, &m)
+	defer func() {
+		if r := recover(); r != nil {
+			// A host's hook panicked on this goroutine (a panicking call
+			// is recovered in invoke, with its target): the request ends
+			// with the panic as its error, like any other request ends
+			// with exactly one result.
+			res, err = Result{}, &PanicError{Target: e.c.Targets[t], Value: r, Stack: debug.Stack()}
+			e.log.Error("reroute hook panicked", zap.String("target", e.c.Targets[t]), zap.Any("panic", r))
+		}
+		e.end(s, &m)
+	}()
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	e.begin(&m, s, t)
+	m.begin(&e.env, s, t)
 	m.ctx = ctx
 	if d, ok := ctx.Deadline(); ok {
-		if e.realClock {
+		if e.wallClock {
 			m.deadline = d.UnixNano()
 		} else {
 			m.deadline = e.clock.Now().UnixNano() + int64(time.Until(d))
@@ -190,23 +197,22 @@ func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error)
 			return m.Result(), nil
 		case StepFail:
 			return Result{}, st.Err
+		case StepAbort:
+			return Result{}, st.Cause
 		}
 		if st.Wait > 0 {
 			if err := e.sleep(ctx, st.Wait); err != nil {
-				m.abandon()
-				return Result{}, err
+				st = m.Interrupt(err)
+				continue
 			}
 		}
 		if err := ctx.Err(); err != nil {
-			m.abandon()
-			if errors.Is(err, context.DeadlineExceeded) && m.attempts > 1 {
-				return Result{}, m.fail(ReasonDeadline, false).Err
-			}
-			return Result{}, err
+			st = m.Interrupt(err)
+			continue
 		}
 		if m.attempts > 1 && e.closed.Load() {
-			m.abandon()
-			return Result{}, ErrClosed
+			st = m.Interrupt(ErrClosed)
+			continue
 		}
 		o, perr := e.invoke(ctx, &m, st.Target, call)
 		if perr != nil {
@@ -214,14 +220,8 @@ func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error)
 		}
 		if o.Err != nil {
 			if err := ctx.Err(); err != nil {
-				// The request's context cut the attempt: it was made, and
-				// failed, though Observe will not see it.
-				m.shard.count(m.current, countFailures)
-				if errors.Is(err, context.DeadlineExceeded) {
-					m.recordTimeout(&o)
-					return Result{}, m.fail(ReasonDeadline, false).Err
-				}
-				return Result{}, err
+				st = m.Cut(&o, err)
+				continue
 			}
 		}
 		st = m.Observe(&o)
@@ -230,7 +230,7 @@ func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error)
 
 func (e *Engine) end(s *shard, m *Machine) {
 	m.Finish()
-	s.inflight.Add(-1)
+	s.ended.Add(1)
 	if e.closed.Load() {
 		select {
 		case e.wake <- struct{}{}:
@@ -272,7 +272,7 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 		t0 = e.clock.Now()
 		// A request deadline that comes first makes the attempt's own
 		// context (a timer and three allocations) pointless.
-		if d, ok := ctx.Deadline(); !ok || !e.realClock || d.After(t0.Add(to)) {
+		if d, ok := ctx.Deadline(); !ok || !e.wallClock || d.After(t0.Add(to)) {
 			actx, cancel = e.clock.WithDeadline(ctx, t0.Add(to))
 		}
 	}
@@ -323,9 +323,6 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-// now reads the engine's clock in unix nanoseconds.
-func (e *Engine) now() int64 { return e.clock.Now().UnixNano() }
-
 // Close stops the engine: later calls of Do fail with ErrClosed, waits in
 // progress are interrupted (their Do returns ErrClosed), and no in-flight
 // request starts another attempt. Attempts already running are not cut.
@@ -348,14 +345,6 @@ func (e *Engine) Close() error {
 		e.actor.Stop()
 	}
 	return nil
-}
-
-func (e *Engine) inflight() int64 {
-	var n int64
-	for i := range e.shards {
-		n += e.shards[i].inflight.Load()
-	}
-	return n
 }
 
 func (e *Engine) String() string {

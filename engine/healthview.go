@@ -7,25 +7,33 @@ import (
 )
 
 // Health is the shared block state a request reads and reports to. The
-// engine's default is its health actor: lookups read the actor's immutable
-// snapshot and reports are non-blocking sends. SyncHealth adapts a
-// health.State for single-goroutine use (the simulator).
+// engine's default is its health actor: View returns the actor's current
+// immutable snapshot and reports are non-blocking sends. SyncHealth adapts
+// a health.State for single-goroutine use (the simulator).
 type Health interface {
-	// Lookup says whether target is blocked at now (unix nanoseconds).
-	Lookup(target int, now int64) health.Status
-	// Clear reports that no block is recorded for target, so that the
-	// request path can skip reading the clock.
-	Clear(target int) bool
+	// View returns the state to decide on. A Machine takes one view per
+	// decision and reads only that one, so that a decision never sees
+	// half of a change.
+	View() View
 	// ReportRetryAfter records a Retry-After block of identifier id.
 	ReportRetryAfter(id int, until int64) bool
 	// ReportLatency records a latency event of identifier id.
 	ReportLatency(id int, at int64, minTriggers int, window, block time.Duration) bool
 }
 
+// View is a consistent picture of the shared block state.
+// *health.Snapshot is one.
+type View interface {
+	// Lookup says whether target is blocked at now (unix nanoseconds).
+	Lookup(target int, now int64) health.Status
+	// Clear reports that no block is recorded for target, so that the
+	// request path can skip reading the clock.
+	Clear(target int) bool
+}
+
 type actorHealth struct{ a *health.Actor }
 
-func (h actorHealth) Lookup(t int, now int64) health.Status { return h.a.Snapshot().Lookup(t, now) }
-func (h actorHealth) Clear(t int) bool                      { return h.a.Snapshot().Clear(t) }
+func (h actorHealth) View() View { return h.a.Snapshot() }
 func (h actorHealth) ReportRetryAfter(id int, until int64) bool {
 	return h.a.ReportRetryAfter(id, until)
 }
@@ -40,8 +48,7 @@ func SyncHealth(s *health.State) Health { return syncHealth{s} }
 
 type syncHealth struct{ s *health.State }
 
-func (h syncHealth) Lookup(t int, now int64) health.Status { return h.s.Lookup(t, now) }
-func (h syncHealth) Clear(int) bool                        { return false }
+func (h syncHealth) View() View { return stateView(h) }
 func (h syncHealth) ReportRetryAfter(id int, until int64) bool {
 	h.s.BlockRetryAfter(id, until)
 	return true
@@ -50,3 +57,10 @@ func (h syncHealth) ReportLatency(id int, at int64, n int, window, block time.Du
 	h.s.LatencyEvent(id, at, n, window, block)
 	return true
 }
+
+// stateView reads a health.State directly; it is only as consistent as the
+// single goroutine that owns the state makes it.
+type stateView struct{ s *health.State }
+
+func (v stateView) Lookup(t int, now int64) health.Status { return v.s.Lookup(t, now) }
+func (v stateView) Clear(int) bool                        { return false }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,12 +17,16 @@ type StepKind uint8
 // The step kinds.
 const (
 	// StepAttempt: wait Step.Wait, then make an attempt to Step.Target and
-	// pass its outcome to Observe.
+	// pass its outcome to Observe (or, if the request's context cut it, to
+	// Cut; if the attempt cannot be made, call Interrupt instead).
 	StepAttempt StepKind = iota + 1
 	// StepDone: deliver Machine.Result.
 	StepDone
 	// StepFail: the request is exhausted; Step.Err says why.
 	StepFail
+	// StepAbort: the request was ended from outside (its context was
+	// cancelled, or the engine closed); Step.Cause is the error to return.
+	StepAbort
 )
 
 // Step is a Machine's decision.
@@ -30,16 +35,29 @@ type Step struct {
 	Target int           // target index, for StepAttempt
 	Wait   time.Duration // for StepAttempt
 	Err    *ExhaustedError
+	Cause  error // for StepAbort
 }
 
-// Machine is the per-request attempt actor's logic (SPEC §9–10) as a pure
-// step function: an outcome in, the next step out. It does no I/O and never
-// waits; time comes from the engine's clock or, in the simulator, from
-// virtual time (SetNow). Do drives one on the caller's goroutine; the
-// simulator drives many in virtual time. A Machine is owned by one
-// goroutine; its zero value is unusable: start it with Engine.Begin.
+// Machine is one request's decisions: which target to attempt, how long
+// to wait first, and when to give up. It is a step function, fed the
+// outcome of each attempt and answering with the next step; it never
+// waits and does no I/O of its own. Do drives one on the caller's
+// goroutine; the simulator drives many in virtual time; tests drive one
+// directly (see machine_test.go). Every per-request decision is made here
+// and nowhere else: the driver only carries steps out.
+//
+// A Machine is not pure: its decisions have the engine-wide effects listed
+// on env (health reports, counts, the max_retrying_requests slot, the
+// retry budget, hooks and debug logs), and it reads the shared health
+// state once per decision. Its time is the engine's clock, read at most
+// once per decision, or virtual time set with SetNow.
+//
+// A Machine is owned by one goroutine. Its zero value is unusable: start it
+// with Engine.Begin (or, inside Do, begin). The behaviour it implements is
+// described in docs/behaviour.md.
 type Machine struct {
-	e        *Engine
+	env      *env
+	shard    *shard
 	rules    *policy.Rules
 	primary  int
 	current  int
@@ -47,18 +65,27 @@ type Machine struct {
 	attempts int
 	moved    bool // an attempt has gone to a target other than the primary
 	noSame   bool // the last failure forbids another attempt to the same target
+	curFails int  // failures of the current target in a row
+	prevWait time.Duration
+
+	// retryStart is when the first attempt failed: max_retry_duration_ms
+	// counts from there. retryStarted says it is set (virtual time may
+	// start at 0).
+	retryStart   int64
+	retryStarted bool
+	retrying     bool // holds a max_retrying_requests slot
+	begun        bool // begun by Begin: Finish counts its end
+
 	// providers a failure said not to retry (x-should-retry: false); rare,
 	// so a slice allocated only then
 	noProviders []int
-	curFails    int // failures of the current target in a row
-	prevWait    time.Duration
-	budget0     int64 // when the first attempt failed, for max_retry_duration_ms
-	budgetOn    bool  // budget0 is set (virtual time may start at 0)
-	retrying    bool  // holds a max_retrying_requests slot
-	shard       *shard
 
-	attempted  [4]uint64 // bitset of targets attempted or skipped at start
-	attempted2 []uint64  // for configurations with more than 256 targets
+	// The targets attempted (or skipped as blocked before the first
+	// attempt). A request attempts a handful, so a short list beats a
+	// bitset sized by the configuration.
+	tried  [6]int32
+	ntried int
+	more   []int32
 
 	keys  [6]keyCount
 	nkeys int
@@ -70,7 +97,8 @@ type Machine struct {
 
 	maxRA    time.Duration
 	shortest time.Duration
-	local    *health.State // facts of this request: apply_to request, and its own global reports until the snapshot has them
+	facts    facts // this request's own health facts
+	view     View  // the shared state, read once per decision
 
 	last      policy.Outcome
 	lastClass policy.Class
@@ -82,24 +110,15 @@ type Machine struct {
 	ctx context.Context // the request's, for its request id in logs; nil in simulation
 }
 
-// logDebug logs a request-path event with the request's id. Callers check
-// m.e.debug first, so that a disabled level costs a bool test.
-func (m *Machine) logDebug(msg string, fields ...zap.Field) {
-	if id := RequestID(m.ctx); id != "" {
-		fields = append(fields, zap.String("request_id", id))
-	}
-	m.e.log.Debug(msg, fields...)
-}
-
 type keyCount struct {
 	key policy.Key
 	n   int
 }
 
 // Begin prepares m for a request whose primary is model, for a driver
-// other than Do (the simulator). The order of calls is SetNow (virtual time only), Begin,
-// SetDeadline, then Start and Observe until a StepDone or StepFail, then
-// Finish.
+// other than Do (the simulator). The order of calls is SetNow (virtual time
+// only), Begin, SetDeadline, then Start and Observe (or Cut, or Interrupt)
+// until a StepDone, StepFail or StepAbort, then Finish.
 func (e *Engine) Begin(m *Machine, model string) error {
 	s := &e.shards[0]
 	if !m.virtual {
@@ -111,17 +130,16 @@ func (e *Engine) Begin(m *Machine, model string) error {
 	if !ok {
 		return &unknownModelError{model}
 	}
-	e.begin(m, s, t)
+	s.begun.Add(1)
+	m.begun = true
+	m.begin(&e.env, s, t)
 	return nil
 }
 
-// begin prepares a zeroed (or freshly reset) m for a request whose primary
-// is target t, which must be in range.
-func (e *Engine) begin(m *Machine, s *shard, t int) {
-	m.e, m.rules, m.primary, m.current, m.shard = e, e.c.Rules[t], t, t, s
-	if n := e.c.NumTargets(); n > 256 {
-		m.attempted2 = make([]uint64, (n+63)/64)
-	}
+// begin prepares a zeroed m for a request whose primary is target t, which
+// must be in range.
+func (m *Machine) begin(v *env, s *shard, t int) {
+	m.env, m.rules, m.primary, m.current, m.shard = v, v.c.Rules[t], t, t, s
 }
 
 // lookupTarget finds a target's index. With a handful of targets comparing
@@ -139,7 +157,8 @@ func (e *Engine) lookupTarget(model string) (int, bool) {
 }
 
 // SetNow puts m in virtual time: from now on it reads time only from
-// SetNow. Call it before Begin and before every Start or Observe.
+// SetNow. Call it before Begin and before every Start, Observe, Cut or
+// Interrupt.
 func (m *Machine) SetNow(now int64) { m.virtual, m.nowNs, m.haveNow = true, now, true }
 
 // SetDeadline sets the request's deadline in unix nanoseconds (0: none).
@@ -150,42 +169,67 @@ func (m *Machine) Attempts() int { return m.attempts }
 
 func (m *Machine) now() int64 {
 	if !m.haveNow {
-		m.nowNs, m.haveNow = m.e.now(), true
+		m.nowNs, m.haveNow = m.env.now(), true
 	}
 	return m.nowNs
 }
 
-// step starts a decision: a real-time machine reads the clock at most once
-// per decision, and only if the decision needs it.
+// step starts a decision: it takes the decision's one view of the shared
+// state, and a real-time machine reads the clock at most once per
+// decision, and only if the decision needs it.
 func (m *Machine) step() {
+	m.view = m.env.health.View()
 	if !m.virtual {
 		m.haveNow = false
 	}
 }
 
-func (m *Machine) isAttempted(t int) bool {
-	if m.attempted2 != nil {
-		return m.attempted2[t>>6]&(1<<(t&63)) != 0
+// logDebug logs a request-path event with the request's id. Callers check
+// m.env.debug first, so that a disabled level costs a bool test.
+func (m *Machine) logDebug(msg string, fields ...zap.Field) {
+	if id := RequestID(m.ctx); id != "" {
+		fields = append(fields, zap.String("request_id", id))
 	}
-	return m.attempted[t>>6]&(1<<(t&63)) != 0
+	m.env.log.Debug(msg, fields...)
 }
 
-func (m *Machine) markAttempted(t int) {
-	if m.attempted2 != nil {
-		m.attempted2[t>>6] |= 1 << (t & 63)
+func (m *Machine) name(t int) string { return m.env.c.Targets[t] }
+
+func (m *Machine) isTried(t int) bool {
+	for i := 0; i < m.ntried && i < len(m.tried); i++ {
+		if int(m.tried[i]) == t {
+			return true
+		}
+	}
+	for _, x := range m.more {
+		if int(x) == t {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Machine) markTried(t int) {
+	if m.isTried(t) {
 		return
 	}
-	m.attempted[t>>6] |= 1 << (t & 63)
+	if m.ntried < len(m.tried) {
+		m.tried[m.ntried] = int32(t)
+	} else {
+		m.more = append(m.more, int32(t))
+	}
+	m.ntried++
 }
 
-// lookup combines the shared state with this request's own facts.
+// lookup combines the decision's view of the shared state with this
+// request's own facts.
 func (m *Machine) lookup(t int) health.Status {
 	var st health.Status
-	if !m.e.health.Clear(t) {
-		st = m.e.health.Lookup(t, m.now())
+	if !m.view.Clear(t) {
+		st = m.view.Lookup(t, m.now())
 	}
-	if m.local != nil {
-		ls := m.local.Lookup(t, m.now())
+	if m.facts.n > 0 {
+		ls := m.facts.lookup(t, m.env.c.ProviderID(t), m.now())
 		if ls.Until > st.Until {
 			st.Until, st.Kind = ls.Until, ls.Kind
 		}
@@ -198,24 +242,15 @@ func (m *Machine) blocked(st health.Status) bool {
 	return st.Until != 0 && st.Blocked(m.now())
 }
 
-func (m *Machine) localState() *health.State {
-	if m.local == nil {
-		m.local = health.NewState(m.e.c)
-	}
-	return m.local
-}
-
-// Start decides the first step: the block check before the first attempt
-// (SPEC §9).
+// Start decides the first step: the block check before the first attempt.
+// A blocked primary is treated as if it had just failed with the policy's
+// default strategy.
 func (m *Machine) Start() Step {
 	m.step()
 	if m.rules != nil {
 		if st := m.lookup(m.primary); m.blocked(st) {
 			m.skip(m.primary, st)
-			m.markAttempted(m.primary)
-			if m.e.debug {
-				m.logDebug("reroute primary blocked before first attempt", zap.String("target", m.e.c.Targets[m.primary]), zap.Duration("remaining", time.Duration(st.Until-m.now())))
-			}
+			m.markTried(m.primary)
 			return m.next(m.rules.Default, m.primary)
 		}
 	}
@@ -223,82 +258,63 @@ func (m *Machine) Start() Step {
 }
 
 func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
-	if m.attempts > 0 && m.e.hooks.Retry != nil {
-		m.e.hooks.Retry(RetryEvent{From: m.e.c.Targets[m.current], To: m.e.c.Targets[t], Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
-	}
-	if m.attempts > 0 && m.e.debug {
-		m.logDebug("reroute retry started", zap.String("from", m.e.c.Targets[m.current]), zap.String("to", m.e.c.Targets[t]), zap.Int("attempt", m.attempts+1), zap.Duration("wait", wait), zap.Int("fallback_position", fallbackPos))
+	if m.attempts > 0 {
+		if m.env.hooks.Retry != nil {
+			m.env.hooks.Retry(RetryEvent{From: m.name(m.current), To: m.name(t), Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
+		}
+		if m.env.debug {
+			m.logDebug("reroute retry started", zap.String("from", m.name(m.current)), zap.String("to", m.name(t)), zap.Int("attempt", m.attempts+1), zap.Duration("wait", wait), zap.Int("fallback_position", fallbackPos))
+		}
 	}
 	m.attempts++
 	if t != m.current {
 		m.curFails = 0
 	}
 	m.current = t
-	m.markAttempted(t)
+	m.markTried(t)
 	if t != m.primary {
 		m.moved = true
 	}
 	m.shard.count(t, countAttempts)
-	if m.attempts > 1 {
-		m.shard.count(t, countRetries)
-	}
 	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
 
-// abandon takes back the count of the attempt the last step decided, when
-// the driver ends the request without making it (Close, cancellation or
-// the deadline during its wait), so that Counts count attempts sent.
-func (m *Machine) abandon() {
-	m.shard.add(m.current, countAttempts, -1)
-	if m.attempts > 1 {
-		m.shard.add(m.current, countRetries, -1)
-	}
-}
-
 // Observe takes the outcome of the attempt the last step asked for and
-// decides the next step (SPEC §10).
+// decides the next step.
 func (m *Machine) Observe(o *policy.Outcome) Step {
 	m.step()
 	t := m.current
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
-	if m.e.hooks.Attempt != nil {
-		m.e.hooks.Attempt(AttemptEvent{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class})
+	if m.env.hooks.Attempt != nil {
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class})
+	}
+	if class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil && m.env.hooks.Latency != nil {
+		l := m.rules.Latency
+		// A stream measured in total is measured when it ends (Result.End).
+		if d := l.Measured(o); d > 0 || l.Measure != policy.MeasureTotal {
+			m.env.hooks.Latency(m.name(t), d)
+		}
 	}
 	if event {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
 		m.shard.count(t, countSuccesses)
-		if m.attempts > 1 && m.e.debug {
-			m.logDebug("reroute retry succeeded", zap.String("target", m.e.c.Targets[t]), zap.Int("attempts", m.attempts))
+		if m.attempts > 1 && m.env.debug {
+			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
 	m.shard.count(t, countFailures)
-	rec := FailedAttempt{Target: m.e.c.Targets[t], Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
+	rec := FailedAttempt{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
 	if class == policy.HTTPError {
-		hint := policy.ParseRetryAfter(o.Status, o.Header, time.Unix(0, m.now()), m.rules.RetryAfter.Max)
-		if hint.Malformed && m.e.debug {
-			m.logDebug("reroute malformed retry hint ignored", zap.String("target", rec.Target), zap.Int("status", o.Status))
-		}
-		if hint.Found {
-			rec.RetryAfter = hint.Wait
-			m.maxRA = max(m.maxRA, hint.Wait)
-			if hint.Capped && m.e.debug {
-				m.logDebug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
-			}
-			if hint.Wait > 0 {
-				m.retryAfter(t, m.now()+int64(hint.Wait), hint.Wait)
-			}
-		}
-	} else {
-		if l := m.rules.Latency; l != nil {
-			rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
-		}
+		m.retryHint(t, o, &rec)
+	} else if l := m.rules.Latency; l != nil {
+		rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
 	}
 	m.record(rec)
-	if m.e.debug {
+	if m.env.debug {
 		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
 	}
 	act, key := m.rules.Resolve(class, o.Status)
@@ -307,7 +323,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.noSame = true
 	}
 	if o.NoSameProvider {
-		m.noProviders = append(m.noProviders, m.e.c.ProviderOf[t])
+		m.noProviders = append(m.noProviders, m.env.c.ProviderOf[t])
 	}
 	if m.count(key) >= act.MaxAttempts {
 		return m.fail(ReasonMaxAttempts, false)
@@ -315,10 +331,63 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	return m.next(act, t)
 }
 
-// recordTimeout records the attempt cut by the request's own deadline, for
-// the exhaustion error.
-func (m *Machine) recordTimeout(o *policy.Outcome) {
-	m.record(FailedAttempt{Target: m.e.c.Targets[m.current], Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
+// retryHint reads a failed answer's Retry-After (or rate-limit reset) and
+// records the block it asks for.
+func (m *Machine) retryHint(t int, o *policy.Outcome, rec *FailedAttempt) {
+	hint := policy.ParseRetryAfter(o.Status, o.Header, time.Unix(0, m.now()), m.rules.RetryAfter.Max)
+	if hint.Malformed && m.env.debug {
+		m.logDebug("reroute malformed retry hint ignored", zap.String("target", rec.Target), zap.Int("status", o.Status))
+	}
+	if !hint.Found {
+		return
+	}
+	rec.RetryAfter = hint.Wait
+	m.maxRA = max(m.maxRA, hint.Wait)
+	if hint.Capped && m.env.debug {
+		m.logDebug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
+	}
+	if hint.Wait > 0 {
+		m.retryAfter(t, m.now()+int64(hint.Wait), hint.Wait)
+	}
+}
+
+// Cut takes the outcome of an attempt that the request's own context ended
+// (err is the context's error): the attempt was made and failed, but the
+// request cannot go on. A deadline exhausts the request (ReasonDeadline,
+// with the cut attempt listed as a timeout); a target without a retry
+// policy delivers its outcome (with err as its error) as it would any
+// other; a cancellation aborts with err.
+func (m *Machine) Cut(o *policy.Outcome, err error) Step {
+	if o.Err == nil {
+		o.Err = err
+	}
+	if m.rules == nil {
+		return m.Observe(o) // delivered as it is, counted as delivered
+	}
+	m.step()
+	t := m.current
+	m.shard.count(t, countFailures)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return Step{Kind: StepAbort, Cause: err}
+	}
+	m.record(FailedAttempt{Target: m.name(t), Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
+	return m.fail(ReasonDeadline, false)
+}
+
+// Interrupt ends the request before the attempt the last step decided
+// could be made: its context ended during the wait or just before the
+// attempt (err is the context's error), or the engine closed (ErrClosed).
+// The attempt is not counted. A deadline exhausts the request
+// (ReasonDeadline) when the target has a retry policy, so that a deadline
+// ends a request the same way whether it struck during a wait or during an
+// attempt; anything else aborts with err.
+func (m *Machine) Interrupt(err error) Step {
+	m.step()
+	m.shard.add(m.current, countAttempts, -1)
+	if m.rules != nil && errors.Is(err, context.DeadlineExceeded) {
+		return m.fail(ReasonDeadline, false)
+	}
+	return Step{Kind: StepAbort, Cause: err}
 }
 
 func (m *Machine) record(r FailedAttempt) {
@@ -352,63 +421,83 @@ func (m *Machine) count(k policy.Key) int {
 	return 1
 }
 
+// scopeName names a block scope in logs.
+func scopeName(s policy.Scope) string {
+	if s == policy.ScopeProvider {
+		return "provider"
+	}
+	return "model"
+}
+
 func (m *Machine) retryAfter(t int, until int64, d time.Duration) {
 	ra := m.rules.RetryAfter
-	id := m.e.c.ID(t, ra.Scope)
+	id := m.env.c.ID(t, ra.Scope)
 	// The request sees its own fact at once; the shared state learns it
 	// through the actor, a few microseconds later.
-	m.localState().BlockRetryAfter(id, until)
-	if ra.ApplyTo == policy.ApplyGlobal {
-		if st := m.e.health.Lookup(t, m.now()); ra.Scope == policy.ScopeModel && st.Kind == health.RetryAfter && st.Until >= until {
-			return // already known: spare the actor
+	created := m.facts.blockRetryAfter(id, until)
+	if ra.ApplyTo == policy.ApplyRequest {
+		if created {
+			m.requestBlock(id, health.RetryAfter, ra.Scope, d)
 		}
-		m.e.health.ReportRetryAfter(id, until)
+		return
 	}
-	if m.e.hooks.Block != nil {
-		m.e.hooks.Block(m.e.c.IDName(id), health.RetryAfter, d)
+	if st := m.view.Lookup(t, m.now()); ra.Scope == policy.ScopeModel && st.Kind == health.RetryAfter && st.Until >= until {
+		return // already known: spare the actor
+	}
+	m.env.health.ReportRetryAfter(id, until)
+}
+
+// requestBlock tells the host about a block this request created for
+// itself (apply_to: request). Shared blocks are told by the health actor,
+// once per block, whichever request reported the facts.
+func (m *Machine) requestBlock(id int, k health.Kind, s policy.Scope, d time.Duration) {
+	name := m.env.c.IDName(id)
+	if m.env.hooks.Block != nil {
+		m.env.hooks.Block(name, k, d)
+	}
+	if m.env.debug {
+		m.logDebug("reroute block created", zap.String("id", name), zap.Stringer("kind", k), zap.String("scope", scopeName(s)), zap.String("apply_to", "request"), zap.Duration("duration", d))
 	}
 }
 
 // latencyEvent records a latency event of target t. The request keeps its
 // own copy only when it goes on (retriable): a slow success ends it, and a
-// request-scoped window nobody will read again is not worth allocating.
+// request-scoped window nobody will read again is not worth keeping.
 func (m *Machine) latencyEvent(t int, measured time.Duration, continues bool) {
 	l := m.rules.Latency
-	id := m.e.c.ID(t, l.Scope)
-	if m.e.hooks.Latency != nil {
-		m.e.hooks.Latency(m.e.c.Targets[t], measured)
-	}
+	id := m.env.c.ID(t, l.Scope)
 	now := m.now()
 	if continues {
-		m.localState().LatencyEvent(id, now, l.MinTriggers, l.Window, l.Block)
+		if blocked, until := m.facts.latencyEvent(id, now, l.MinTriggers, l.Window, l.Block); blocked && l.ApplyTo == policy.ApplyRequest {
+			m.requestBlock(id, health.Latency, l.Scope, time.Duration(until-now))
+		}
 	}
 	if l.ApplyTo == policy.ApplyGlobal {
-		m.e.health.ReportLatency(id, now, l.MinTriggers, l.Window, l.Block)
-	}
-	if m.e.hooks.Block != nil {
-		m.e.hooks.Block(m.e.c.IDName(id), health.Latency, l.Block)
+		m.env.health.ReportLatency(id, now, l.MinTriggers, l.Window, l.Block)
 	}
 }
 
+// skip notes a candidate passed over for being blocked: the shortest such
+// block is what the exhaustion reports.
 func (m *Machine) skip(t int, st health.Status) {
 	rem := time.Duration(st.Until - m.now())
 	if m.shortest == 0 || rem < m.shortest {
 		m.shortest = rem
 	}
-	if m.e.debug {
-		m.logDebug("reroute candidate skipped as blocked", zap.String("target", m.e.c.Targets[t]), zap.Duration("remaining", rem), zap.Stringer("kind", st.Kind))
+	if m.env.debug {
+		m.logDebug("reroute candidate skipped as blocked", zap.String("target", m.name(t)), zap.Duration("remaining", rem), zap.Stringer("kind", st.Kind))
 	}
 }
 
 // next decides where the request goes after a failure of target failed
-// classified as act (SPEC §9–10, §15).
+// classified as act.
 func (m *Machine) next(act policy.Action, failed int) Step {
 	now := m.now()
-	if b := m.rules.Budget; b > 0 {
-		if !m.budgetOn {
-			m.budget0, m.budgetOn = now, true
+	if d := m.rules.MaxRetryDuration; d > 0 {
+		if !m.retryStarted {
+			m.retryStart, m.retryStarted = now, true
 		}
-		if now-m.budget0 >= int64(b) {
+		if now-m.retryStart >= int64(d) {
 			return m.fail(ReasonBudget, true)
 		}
 	}
@@ -416,29 +505,29 @@ func (m *Machine) next(act policy.Action, failed int) Step {
 	if t < 0 {
 		return m.fail(reason, false)
 	}
-	if bo := m.rules.Backoff; bo != nil && m.attempts > 0 && bo.Applies(m.e.c, failed, t) {
-		d := bo.Delay(m.attempts, m.prevWait, m.e.rnd)
+	if bo := m.rules.Backoff; bo != nil && m.attempts > 0 && bo.Applies(m.env.c, failed, t) {
+		d := bo.Delay(m.attempts, m.prevWait, m.env.rnd)
 		m.prevWait = d
-		if m.e.debug {
-			m.logDebug("reroute backoff delay", zap.String("target", m.e.c.Targets[t]), zap.Duration("delay", d))
+		if m.env.debug {
+			m.logDebug("reroute backoff delay", zap.String("target", m.name(t)), zap.Duration("delay", d))
 		}
 		wait = max(wait, d)
 	}
-	if b := m.rules.Budget; b > 0 && now+int64(wait) > m.budget0+int64(b) {
+	if d := m.rules.MaxRetryDuration; d > 0 && now+int64(wait) > m.retryStart+int64(d) {
 		return m.fail(ReasonBudget, true)
 	}
 	if m.deadline != 0 && now+int64(wait) >= m.deadline {
 		return m.fail(ReasonDeadline, false)
 	}
 	if m.attempts > 0 {
-		if !m.retrying && m.e.maxRetrying > 0 {
-			if m.e.retrying.Add(1) > m.e.maxRetrying {
-				m.e.retrying.Add(-1)
+		if !m.retrying && m.env.maxRetrying > 0 {
+			if m.env.retrying.Add(1) > m.env.maxRetrying {
+				m.env.retrying.Add(-1)
 				return m.fail(ReasonRetryLimit, false)
 			}
 			m.retrying = true
 		}
-		if !m.e.budget.allow(now, m.e.totalRequests()) {
+		if b := m.env.budget; b.enabled && !b.allow(now, m.env.requests()) {
 			return m.fail(ReasonBudget, true)
 		}
 	}
@@ -457,70 +546,136 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		return m.sameTarget(m.primary)
 	}
 	if n := m.rules.SameModelRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n {
-		// The extension: retry the target that just failed, unless it is
-		// blocked: a hinted wait is a reason to move on, not to stay.
+		// same_model_retries: retry the target that just failed, unless it
+		// is blocked: a hinted wait is a reason to move on, not to stay.
 		if st := m.lookup(failed); !m.blocked(st) {
 			return failed, 0, -1, ""
 		}
 	}
-	pp := m.e.c.ProviderOf[m.primary]
-	match := func(t int) bool {
-		p := m.e.c.ProviderOf[t]
-		for _, np := range m.noProviders {
-			if p == np {
-				return false
-			}
-		}
-		return (p == pp) == (s == policy.SameProvider)
-	}
+	pp := m.env.c.ProviderOf[m.primary]
 	for i, fb := range m.rules.Fallbacks {
-		if m.isAttempted(fb) || !match(fb) {
+		if m.isTried(fb) || !m.matches(fb, s, pp) {
 			continue
 		}
 		if st := m.lookup(fb); m.blocked(st) {
 			m.skip(fb, st)
 			continue
 		}
-		if m.e.debug {
-			m.logDebug("reroute fallback chosen", zap.String("target", m.e.c.Targets[fb]), zap.Int("position", i))
+		if m.env.debug {
+			m.logDebug("reroute fallback chosen", zap.String("target", m.name(fb)), zap.Int("position", i))
 		}
 		return fb, 0, i, ""
 	}
-	eligible := 0
-	for c := 0; c < m.e.c.NumTargets(); c++ {
-		if m.isAttempted(c) || !match(c) {
-			continue
-		}
-		if st := m.lookup(c); m.blocked(st) {
-			m.skip(c, st)
-			continue
-		}
-		eligible++
+	if t := m.pick(s, pp); t >= 0 {
+		return t, 0, -1, ""
 	}
-	if eligible == 0 {
-		return -1, 0, -1, ReasonProviders
+	return -1, 0, -1, ReasonProviders
+}
+
+// matches reports whether target t is one the strategy allows, compared
+// with the primary's provider pp, and not of a provider ruled out.
+func (m *Machine) matches(t int, s policy.Strategy, pp int) bool {
+	p := m.env.c.ProviderOf[t]
+	for _, np := range m.noProviders {
+		if p == np {
+			return false
+		}
+	}
+	return (p == pp) == (s == policy.SameProvider)
+}
+
+// Above this many candidates the random pick samples before it scans.
+const (
+	scanBelow = 64
+	pickDraws = 4
+)
+
+// pick is the random pick: a target drawn uniformly among those the
+// strategy allows that are neither tried nor blocked, or -1.
+//
+// With few candidates it counts the eligible ones and draws the k-th, two
+// passes over the decision's one view, so both passes agree. With many it
+// first draws up to pickDraws candidates uniformly and takes the first
+// eligible one: a draw that is kept is uniform among the eligible
+// (rejection sampling), and when most candidates are eligible, as in the
+// ordinary failover, the decision costs a draw or two instead of a scan of
+// the configuration (measured: BenchmarkDoFailover/targets=5000). When the
+// draws miss, it falls back to the scan, which is uniform too.
+func (m *Machine) pick(s policy.Strategy, pp int) int {
+	c := m.env.c
+	var pool []int // nil: every target
+	n := c.NumTargets()
+	if s == policy.SameProvider {
+		pool = c.Members[pp]
+		n = len(pool)
+	}
+	at := func(i int) int {
+		if pool != nil {
+			return pool[i]
+		}
+		return i
+	}
+	eligible := func(t int) bool {
+		return !m.isTried(t) && m.matches(t, s, pp) && !m.blocked(m.lookup(t))
+	}
+	if n > scanBelow {
+		for range pickDraws {
+			if t := at(int(m.env.rnd.Uint64() % uint64(n))); eligible(t) {
+				m.picked(t, -1)
+				return t
+			}
+		}
+	}
+	count := 0
+	for i := range n {
+		t := at(i)
+		if m.isTried(t) || !m.matches(t, s, pp) {
+			continue
+		}
+		if st := m.lookup(t); m.blocked(st) {
+			if !m.isFallback(t) { // the fallback loop has noted it already
+				m.skip(t, st)
+			}
+			continue
+		}
+		count++
+	}
+	if count == 0 {
+		return -1
 	}
 	k := 0
-	if eligible > 1 {
-		k = int(m.e.rnd.Uint64() % uint64(eligible))
+	if count > 1 {
+		k = int(m.env.rnd.Uint64() % uint64(count))
 	}
-	for c := 0; c < m.e.c.NumTargets(); c++ {
-		if m.isAttempted(c) || !match(c) || m.blocked(m.lookup(c)) {
-			continue
-		}
-		if k == 0 {
-			if m.e.debug {
-				m.logDebug("reroute random pick", zap.String("target", m.e.c.Targets[c]), zap.Int("eligible", eligible))
+	for i := range n {
+		if t := at(i); eligible(t) {
+			if k == 0 {
+				m.picked(t, count)
+				return t
 			}
-			return c, 0, -1, ""
+			k--
 		}
-		k--
 	}
-	return -1, 0, -1, ReasonProviders // unreachable: the two passes see the same state
+	return -1 // unreachable: both passes read one view at one time
+}
+
+func (m *Machine) picked(t, eligible int) {
+	if m.env.debug {
+		m.logDebug("reroute random pick", zap.String("target", m.name(t)), zap.Int("eligible", eligible))
+	}
+}
+
+func (m *Machine) isFallback(t int) bool {
+	for _, fb := range m.rules.Fallbacks {
+		if fb == t {
+			return true
+		}
+	}
+	return false
 }
 
 // sameTarget retries t: after its Retry-After block if it has one; a
-// latency block ends the request (SPEC §9).
+// latency block ends the request.
 func (m *Machine) sameTarget(t int) (int, time.Duration, int, Reason) {
 	st := m.lookup(t)
 	if !m.blocked(st) {
@@ -535,7 +690,7 @@ func (m *Machine) sameTarget(t int) (int, time.Duration, int, Reason) {
 
 func (m *Machine) fail(r Reason, budget bool) Step {
 	err := &ExhaustedError{
-		Model:           m.e.c.Targets[m.primary],
+		Model:           m.name(m.primary),
 		Reason:          r,
 		Attempts:        make([]FailedAttempt, 0, m.nfailed),
 		MaxRetryAfter:   m.maxRA,
@@ -544,32 +699,38 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 	}
 	err.Attempts = append(err.Attempts, m.failed[:min(m.nfailed, len(m.failed))]...)
 	err.Attempts = append(err.Attempts, m.failed2...)
-	if m.e.hooks.Exhausted != nil {
-		m.e.hooks.Exhausted(r)
+	if m.env.hooks.Exhausted != nil {
+		m.env.hooks.Exhausted(r)
 	}
-	if ce := m.e.log.Check(zap.WarnLevel, "reroute request exhausted"); ce != nil {
+	if ce := m.env.log.Check(zap.WarnLevel, "reroute request exhausted"); ce != nil {
 		ce.Write(zap.String("model", err.Model), zap.String("reason", string(r)), zap.Int("attempts", len(err.Attempts)), zap.Duration("shortest_block", m.shortest), zap.String("request_id", RequestID(m.ctx)))
 	}
 	return Step{Kind: StepFail, Err: err}
 }
 
 // Finish releases what the request holds in the engine (its
-// max_retrying_requests slot). Call it once when the request ends.
+// max_retrying_requests slot) and, for a Machine begun with Begin, counts
+// the request as ended. Call it once when the request ends.
 func (m *Machine) Finish() {
 	if m.retrying {
-		m.e.retrying.Add(-1)
+		m.env.retrying.Add(-1)
 		m.retrying = false
+	}
+	if m.begun {
+		m.shard.ended.Add(1)
+		m.begun = false
 	}
 }
 
 // Result returns the delivered attempt's result, after StepDone.
 func (m *Machine) Result() Result {
 	return Result{
-		Target:   m.e.c.Targets[m.current],
+		Target:   m.name(m.current),
 		Attempts: m.attempts,
 		Outcome:  m.last,
 		Class:    m.lastClass,
-		e:        m.e,
+		env:      m.env,
+		shard:    m.shard,
 		rules:    m.rules,
 		target:   m.current,
 	}

@@ -241,7 +241,7 @@ engine: {timeouts: {attempt: 2s}}
 				if len(ex.Attempts) != tt.attempts1 {
 					t.Errorf("request 1: %d attempts (%+v), want %d", len(ex.Attempts), ex, tt.attempts1)
 				}
-				if err := e.Health().Sync(ctx); err != nil {
+				if err := e.Actor().Sync(ctx); err != nil {
 					t.Fatal(err)
 				}
 				before := up.count(gpt)
@@ -280,10 +280,10 @@ model_providers:
 		if res, err := e.Do(ctx, gpt, up.call); err != nil || res.Target != claude {
 			t.Fatalf("request 1: %v %+v", err, res)
 		}
-		if err := e.Health().Sync(ctx); err != nil {
+		if err := e.Actor().Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
-		blocks, err := e.Health().Blocks(ctx)
+		blocks, err := e.Actor().Blocks(ctx)
 		if err != nil || len(blocks) != 1 || blocks[0].Name != "openai" || blocks[0].Kind != health.RetryAfter {
 			t.Fatalf("blocks = %+v, %v; want one retry-after block on provider openai", blocks, err)
 		}
@@ -377,7 +377,7 @@ model_providers:
 		if ex := asExhausted(t, err); ex.Status() != 429 || len(ex.Attempts) != 2 {
 			t.Fatalf("request 1: %+v", ex)
 		}
-		if err := e.Health().Sync(ctx); err != nil {
+		if err := e.Actor().Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(2500 * time.Millisecond)
@@ -424,7 +424,7 @@ model_providers:
 			t.Fatalf("request 1: %v %+v", err, res)
 		}
 		res.End(1500*time.Millisecond, nil)
-		if err := e.Health().Sync(ctx); err != nil {
+		if err := e.Actor().Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
 		res, err = e.Do(ctx, gpt, stream)
@@ -442,7 +442,7 @@ model_providers:
 			t.Fatalf("request 3: %v %+v", err, res)
 		}
 		res.End(900*time.Millisecond, nil)
-		e.Health().Sync(ctx)
+		e.Actor().Sync(ctx)
 		if res, err = e.Do(ctx, gpt, stream); err != nil || res.Target != gpt {
 			t.Fatalf("request 4: %v %+v", err, res)
 		}

@@ -15,7 +15,8 @@ type Result struct {
 	Outcome  policy.Outcome // the served attempt's outcome
 	Class    policy.Class   // Success, SlowSuccess or PassThrough
 
-	e      *Engine
+	env    *env
+	shard  *shard
 	rules  *policy.Rules
 	target int
 }
@@ -27,28 +28,34 @@ func (r Result) Retried() bool { return r.Attempts > 1 }
 // body: total is the attempt's whole duration, err a failure after commit
 // (a cut stream, a stall past the idle timeout) or nil. The engine never
 // retries a committed answer; End only lets the shared health state learn
-// from it: a measure: total latency event, and the failure counter. Call it
-// at most once; it is safe to skip for answers that are not streamed.
+// from it: a measure: total latency event, and the counts, where an answer
+// that failed after commit moves from the target's successes to its
+// failures. Call it at most once; it is safe to skip for answers that are
+// not streamed.
 func (r Result) End(total time.Duration, err error) {
-	e := r.e
-	if e == nil {
+	v := r.env
+	if v == nil {
 		return
 	}
 	if err != nil {
-		e.shards[0].count(r.target, countFailures)
-		if e.debug {
-			e.log.Debug("reroute failure after commit", zap.String("target", r.Target), zap.Duration("elapsed", total), zap.Error(err))
+		r.shard.add(r.target, countSuccesses, -1)
+		r.shard.count(r.target, countFailures)
+		if v.debug {
+			v.log.Debug("reroute failure after commit", zap.String("target", r.Target), zap.Duration("elapsed", total), zap.Error(err))
 		}
 	}
 	if r.rules == nil || r.rules.Latency == nil {
 		return
 	}
 	l := r.rules.Latency
-	if l.Measure != policy.MeasureTotal || total <= l.Threshold || l.ApplyTo != policy.ApplyGlobal {
+	if l.Measure != policy.MeasureTotal {
 		return
 	}
-	if e.hooks.Latency != nil {
-		e.hooks.Latency(r.Target, total)
+	if v.hooks.Latency != nil {
+		v.hooks.Latency(r.Target, total)
 	}
-	e.health.ReportLatency(e.c.ID(r.target, l.Scope), e.now(), l.MinTriggers, l.Window, l.Block)
+	if total <= l.Threshold || l.ApplyTo != policy.ApplyGlobal {
+		return
+	}
+	v.health.ReportLatency(v.c.ID(r.target, l.Scope), v.now(), l.MinTriggers, l.Window, l.Block)
 }

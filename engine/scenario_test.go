@@ -274,7 +274,7 @@ model_providers:
 				if err != nil || res.Target != tt.firstServedBy {
 					t.Fatalf("request 1: %v, %+v", err, res)
 				}
-				if err := e.Health().Sync(ctx); err != nil {
+				if err := e.Actor().Sync(ctx); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(30 * time.Second) // virtual: still inside the 60 s block
@@ -394,7 +394,7 @@ model_providers:
 		if _, err := e.Do(ctx2, gpt, up2.call); err == nil {
 			t.Fatal("request 2 should fail")
 		}
-		e.Health().Sync(ctx)
+		e.Actor().Sync(ctx)
 		up3 := newUpstreams(nil)
 		start = time.Now()
 		res, err = e.Do(ctx, gpt, up3.call)

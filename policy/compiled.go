@@ -15,6 +15,7 @@ type Compiled struct {
 	Targets    []string // target index → target id
 	Providers  []string // provider index → provider name
 	ProviderOf []int    // target index → provider index
+	Members    [][]int  // provider index → its target indices, ascending
 	Models     []string // target index → model name without its provider prefix
 	Rules      []*Rules // target index → its retry policy; nil when it has none
 	Limits     []Limits // target index → its per-attempt timeouts, resolved
@@ -104,7 +105,7 @@ type Rules struct {
 	Latency          *LatencyRule
 	Backoff          *BackoffRule
 	RetryAfter       RetryAfterRule
-	Budget           time.Duration // max_retry_duration_ms; 0 = no budget
+	MaxRetryDuration time.Duration // max_retry_duration_ms, the time budget; 0 = none
 	SameModelRetries int
 
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
@@ -222,6 +223,10 @@ func compile(c *Config) *Compiled {
 			out.Providers = append(out.Providers, p)
 		}
 		out.ProviderOf[i] = j
+		if j == len(out.Members) {
+			out.Members = append(out.Members, nil)
+		}
+		out.Members[j] = append(out.Members[j], i)
 		out.Models[i] = mp.Model[len(p):]
 		if len(out.Models[i]) > 0 && out.Models[i][0] == '/' {
 			out.Models[i] = out.Models[i][1:]
@@ -338,7 +343,7 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 	ra := rp.RetryAfterHandling
 	r.RetryAfter = RetryAfterRule{Scope: ra.Scope, ApplyTo: ra.ApplyTo, Max: time.Duration(*ra.MaxRetryAfterSeconds) * time.Second}
 	if rp.MaxRetryDurationMs != nil {
-		r.Budget = time.Duration(*rp.MaxRetryDurationMs) * time.Millisecond
+		r.MaxRetryDuration = time.Duration(*rp.MaxRetryDurationMs) * time.Millisecond
 	}
 	if rp.SameModelRetries != nil {
 		r.SameModelRetries = *rp.SameModelRetries

@@ -127,7 +127,7 @@ func TestEveryKey(t *testing.T) {
 	if want := (RetryAfterRule{ScopeProvider, ApplyRequest, time.Minute}); r.RetryAfter != want {
 		t.Errorf("retry-after %+v", r.RetryAfter)
 	}
-	if r.Budget != 45*time.Second || r.SameModelRetries != 1 || r.Default != (Action{SameProvider, 3}) || r.Timeout != (Action{DifferentProvider, 2}) {
+	if r.MaxRetryDuration != 45*time.Second || r.SameModelRetries != 1 || r.Default != (Action{SameProvider, 3}) || r.Timeout != (Action{DifferentProvider, 2}) {
 		t.Errorf("rules %+v", r)
 	}
 	mp := cfg.ModelProviders

@@ -420,8 +420,8 @@ func TestPatterns(t *testing.T) {
 			if pol.OnTimeout == nil && r.Timeout != r.Default {
 				t.Errorf("without on_timeout, Timeout = %+v, want the default %+v", r.Timeout, r.Default)
 			}
-			if r.Latency != nil || r.Budget != 0 || r.SameModelRetries != 0 {
-				t.Errorf("latency %+v, budget %v, same_model_retries %d: none configured", r.Latency, r.Budget, r.SameModelRetries)
+			if r.Latency != nil || r.MaxRetryDuration != 0 || r.SameModelRetries != 0 {
+				t.Errorf("latency %+v, budget %v, same_model_retries %d: none configured", r.Latency, r.MaxRetryDuration, r.SameModelRetries)
 			}
 			if tt.check != nil {
 				tt.check(t, c, r)

@@ -266,7 +266,7 @@ func (f *fixture) sync() {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.e.Health().Sync(ctx); err != nil {
+	if err := f.e.Actor().Sync(ctx); err != nil {
 		f.t.Fatal(err)
 	}
 }

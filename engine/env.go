@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/reroute-go/reroute/policy"
+)
+
+// env is everything a Machine reads or changes outside its own request:
+// the compiled configuration, the shared health state, and the engine-wide
+// effects of a decision. A Machine's decisions depend only on its own
+// state, its time and what it reads here; its effects on the rest of the
+// process all go through these fields, and are exactly these:
+//
+//   - health: Retry-After blocks and latency events it reports (never
+//     waited on), and the view it reads once per decision;
+//   - shard: the per-target attempt, success and failure counts, and the
+//     count of requests begun and ended;
+//   - retrying: the max_retrying_requests slot it may hold;
+//   - budget: the retry budget a retry draws from;
+//   - rnd: the random pick and backoff jitter;
+//   - hooks and log: what it tells the host.
+//
+// The Engine owns one env and shares it with every Machine; a test builds
+// one directly (see newEnv) to drive a Machine without an Engine.
+type env struct {
+	c      *policy.Compiled
+	health Health
+	rnd    rand.Source
+	log    *zap.Logger
+	debug  bool // log.Core().Enabled(Debug), cached: the request path checks a bool
+	hooks  Hooks
+
+	maxRetrying int64
+	retrying    *atomic.Int64 // on a cache line of its own, in the Engine
+	budget      *retryBudget
+	now         func() int64 // the clock, for machines in real time
+	shards      []shard      // for the retry budget's request count
+}
+
+// requests is the number of requests begun so far: what the retry budget
+// compares retries with.
+func (v *env) requests() int64 {
+	var n int64
+	for i := range v.shards {
+		n += v.shards[i].begun.Load()
+	}
+	return n
+}
