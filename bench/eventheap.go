@@ -18,6 +18,7 @@ const (
 	evEnd                     // an attempt's outcome is known: Observe it
 	evCut                     // the request's deadline cuts the attempt in flight
 	evStreamEnd               // a delivered stream ends
+	evStreamCut               // the request's deadline cuts a delivered stream
 )
 
 // eventHeap is a binary min-heap of events by (at, seq). It is written out

@@ -69,6 +69,8 @@ func (o *Options) every() time.Duration {
 var (
 	errSimTimeout = fmt.Errorf("loadgen: attempt timed out: %w", context.DeadlineExceeded)
 	errSimReset   = errors.New("loadgen: connection reset by peer")
+	// errSimDeadline ends a delivered stream that the request's deadline cut.
+	errSimDeadline = fmt.Errorf("loadgen: stream cut by the request's deadline: %w", context.DeadlineExceeded)
 )
 
 // virtualClock is the engine's clock in a simulation: Now is the virtual
@@ -246,6 +248,12 @@ func (s *sim) run(o Options, pol string, t0 time.Time) {
 		case evEnd:
 			s.observe(ev.slot, now)
 		case evCut:
+			s.cut(ev.slot, now)
+		case evStreamCut:
+			// Committed, then cut by the request's deadline: a failure
+			// after commit, surfaced to the client as an error.
+			r := s.slots[ev.slot]
+			r.res.End(time.Duration(now-r.start), errSimDeadline)
 			s.finish(ev.slot, now, -1, string(engine.ReasonDeadline))
 		case evStreamEnd:
 			r := s.slots[ev.slot]
@@ -326,6 +334,8 @@ func (s *sim) step(i int32, st engine.Step, now int64) {
 		s.deliver(i, now)
 	case engine.StepFail:
 		s.finish(i, now, -1, string(st.Err.Reason))
+	case engine.StepAbort:
+		s.finish(i, now, -1, "aborted") // not in virtual time: nothing cancels a simulated request
 	}
 }
 
@@ -373,12 +383,25 @@ func (s *sim) attempt(i int32, now int64) {
 		r.out = policy.Outcome{Err: errSimTimeout, Total: to}
 	}
 	if d >= time.Duration(r.deadline-now) {
-		// As in Engine.Do, the request's own deadline ends it: the
-		// attempt is not observed.
+		// The request's own deadline cuts the attempt: the machine
+		// decides what that means (Machine.Cut), as it does under Do.
+		r.out.Total = time.Duration(r.deadline - now)
 		s.h.push(r.deadline, evCut, i)
 		return
 	}
 	s.h.push(now+int64(d), evEnd, i)
+}
+
+// cut ends the attempt of request i at its deadline.
+func (s *sim) cut(i int32, now int64) {
+	r := s.slots[i]
+	if s.naive {
+		s.finish(i, now, -1, string(engine.ReasonDeadline))
+		return
+	}
+	s.release(r)
+	r.m.SetNow(now)
+	s.step(i, r.m.Cut(&r.out, context.DeadlineExceeded), now)
 }
 
 func (s *sim) observe(i int32, now int64) {
@@ -419,13 +442,11 @@ func (s *sim) deliver(i int32, now int64) {
 		if !s.naive {
 			r.res = r.m.Result()
 		}
-		end := r.start + int64(r.total)
-		if end >= r.deadline {
-			// Committed, then cut by the request's deadline: a failure
-			// after commit, surfaced to the client as an error.
-			s.h.push(r.deadline, evCut, i)
+		if end := r.start + int64(r.total); end >= r.deadline {
+			s.h.push(r.deadline, evStreamCut, i)
 			return
 		}
+		end := r.start + int64(r.total)
 		s.h.push(end, evStreamEnd, i)
 	default:
 		s.finish(i, now, r.target, "")
