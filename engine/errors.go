@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -59,16 +60,38 @@ type FailedAttempt struct {
 	Err        error         // the transport error, for Timeout
 }
 
-// ErrorType renders the attempt as SPEC §11's error_type: http_<status>,
-// timeout_<ms>ms or high_latency_<measured>ms_threshold_<threshold>ms.
+// ErrorType renders the attempt as the error_type of the exhaustion body
+// (docs/behaviour.md#exhaustion): http_<status>; timeout_<ms>ms for an
+// attempt cut by a timeout after <ms> (plain "timeout" when its duration
+// is unknown); transport_error for an attempt that failed without an
+// answer and without timing out (connection refused, reset); or
+// high_latency_<measured>ms_threshold_<threshold>ms.
 func (a FailedAttempt) ErrorType() string {
 	switch a.Class {
 	case policy.Timeout:
+		switch {
+		case !a.TimedOut():
+			return "transport_error"
+		case a.Latency <= 0:
+			return "timeout" // cut by a limit the engine did not time
+		}
 		return "timeout_" + strconv.FormatInt(a.Latency.Milliseconds(), 10) + "ms"
 	case policy.LatencyFailure:
 		return "high_latency_" + strconv.FormatInt(a.Latency.Milliseconds(), 10) + "ms_threshold_" + strconv.FormatInt(a.Threshold.Milliseconds(), 10) + "ms"
 	}
 	return "http_" + strconv.Itoa(a.Status)
+}
+
+// TimedOut reports whether a failed attempt without an answer (class
+// Timeout) ended by a timeout, rather than by a transport error such as a
+// refused or reset connection. An attempt without an error is taken as
+// timed out.
+func (a FailedAttempt) TimedOut() bool {
+	if a.Err == nil || errors.Is(a.Err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(a.Err, &ne) && ne.Timeout()
 }
 
 // ExhaustedError is returned by Do when a request ends without an answer to
@@ -117,6 +140,9 @@ func (e *ExhaustedError) Unwrap() error {
 func (e *ExhaustedError) Status() int {
 	n := len(e.Attempts)
 	if n == 0 {
+		if e.Reason == ReasonDeadline {
+			return http.StatusGatewayTimeout
+		}
 		return http.StatusServiceUnavailable
 	}
 	if last := e.Attempts[n-1]; last.Class == policy.HTTPError && last.Status != 0 {
@@ -143,7 +169,13 @@ func (e *ExhaustedError) Message() string {
 	case e.BudgetExhausted:
 		msg += ": retry budget exceeded"
 	case len(e.Attempts) > 0 && e.Attempts[len(e.Attempts)-1].Class == policy.Timeout:
-		msg += ": upstream request timed out"
+		if e.Attempts[len(e.Attempts)-1].TimedOut() {
+			msg += ": upstream request timed out"
+		} else {
+			msg += ": upstream connection failed"
+		}
+	case e.Reason == ReasonDeadline:
+		msg += ": request deadline exceeded"
 	case len(e.Attempts) > 0 && e.Attempts[len(e.Attempts)-1].Class == policy.LatencyFailure:
 		msg += ": upstream high latency detected"
 	}

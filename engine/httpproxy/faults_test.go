@@ -105,8 +105,9 @@ model_providers:
 	}
 }
 
-// When every target fails with a timeout, the exhaustion renders 504 with
-// timeout error types.
+// When every target fails without an answer, the exhaustion renders 504;
+// the reset renders as a transport error, the headers timeout as a timeout
+// with its duration.
 func TestTimeoutExhaustion(t *testing.T) {
 	t.Parallel()
 	cfg := `
@@ -124,7 +125,7 @@ engine: {timeouts: {headers: 100ms}}
 	}
 	ex := decodeExhausted(t, body)
 	if ex.Message != "All retry attempts exhausted: upstream request timed out" || len(ex.Attempts) != 2 ||
-		!strings.HasPrefix(ex.Attempts[0].ErrorType, "timeout_") || !strings.HasPrefix(ex.Attempts[1].ErrorType, "timeout_") {
+		ex.Attempts[0].ErrorType != "transport_error" || !strings.HasPrefix(ex.Attempts[1].ErrorType, "timeout_") {
 		t.Errorf("body = %s", body)
 	}
 }
