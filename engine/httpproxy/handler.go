@@ -1,8 +1,6 @@
 package httpproxy
 
 import (
-	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -297,35 +295,4 @@ func requestID(h http.Header) string {
 		}
 	}
 	return hex.EncodeToString(b[:])
-}
-
-// fail renders an error of Do.
-func (rq *request) fail(w http.ResponseWriter, err error) {
-	var ex *engine.ExhaustedError
-	var pe *engine.PanicError
-	switch {
-	case errors.As(err, &ex):
-		w.Header().Set("X-Reroute-Attempts", strconv.Itoa(len(ex.Attempts)))
-		ex.WriteHTTP(w, rq.id)
-	case errors.Is(err, engine.ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, rq.id, "server_error", "The gateway is shutting down; retry the request.", "", "gateway_closed")
-	case errors.As(err, &pe):
-		writeError(w, http.StatusInternalServerError, rq.id, "server_error", "The gateway failed while handling the request.", "", "internal_error")
-	case rq.r.Context().Err() != nil && errors.Is(err, context.Canceled):
-		// The client has gone: there is nobody to answer.
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The request's deadline passed before an upstream answered.", "", "deadline_exceeded")
-	default:
-		writeError(w, http.StatusBadGateway, rq.id, "server_error", "The gateway could not complete the request.", "", "bad_gateway")
-	}
-}
-
-// bodySum is the SHA-256 of the client's body, the request's identity in
-// logs (SPEC §13). Computed only when something is logged.
-func (rq *request) bodySum() string {
-	if rq.sum == "" {
-		s := sha256.Sum256(rq.body)
-		rq.sum = hex.EncodeToString(s[:])
-	}
-	return rq.sum
 }
