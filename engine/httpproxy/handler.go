@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -256,29 +255,18 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	if r.Body == nil {
 		return nil, 0, ""
 	}
-	size := int64(512)
-	if r.ContentLength > 0 {
-		size = r.ContentLength + 1 // room to see EOF without growing
+	// MaxBytesReader, besides bounding the read, tells the server to close
+	// the connection instead of draining an oversized body after the
+	// answer.
+	buf, more, err := readUpTo(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max, nil)
+	var mbe *http.MaxBytesError
+	switch {
+	case more || errors.As(err, &mbe):
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	case err != nil:
+		return nil, http.StatusBadRequest, "The request body could not be read."
 	}
-	buf := make([]byte, 0, size)
-	lr := http.MaxBytesReader(w, r.Body, max)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := lr.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, 0, ""
-		}
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, http.StatusRequestEntityTooLarge, tooLarge
-			}
-			return nil, http.StatusBadRequest, "The request body could not be read."
-		}
-	}
+	return buf, 0, ""
 }
 
 // requestID returns the client's x-request-id, or a new random one. An

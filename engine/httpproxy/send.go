@@ -128,7 +128,7 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 		return rq.firstEvent(at, o)
 	}
 	at.wd.arm(PhaseIdle, t.limits.idle)
-	body, more, err := at.readBody(rq.h.opts.maxResponse)
+	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle)
 	if err != nil {
 		return rq.failed(at, err, ttfb)
 	}
@@ -148,6 +148,9 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 var anthropicVersion = []string{"2023-06-01"}
 
 func (at *attempt) gotConn(httptrace.GotConnInfo) { at.wd.arm(PhaseHeaders, at.t.limits.headers) }
+
+// idle re-arms the idle timer: the upstream has just sent something.
+func (at *attempt) idle() { at.wd.arm(PhaseIdle, at.t.limits.idle) }
 
 // firstEvent reads a 2xx stream up to its first event. Comments and pings
 // before it are held with it. An error event as the first event makes the
@@ -237,37 +240,6 @@ func (rq *request) logFailure(at *attempt, o *policy.Outcome, err error) {
 		zap.Duration("elapsed", time.Since(at.start)),
 		zap.Error(err),
 		zap.String("body_sha256", rq.bodySum()))
-}
-
-// readBody reads a response body that is not a stream, re-arming the idle
-// timer before every read, up to limit bytes. more reports that the body
-// is longer than limit (what was read is returned).
-func (at *attempt) readBody(limit int64) (buf []byte, more bool, err error) {
-	size := int64(512)
-	if cl := at.resp.ContentLength; cl >= 0 {
-		size = min(cl+1, limit+1)
-	}
-	buf = make([]byte, 0, size)
-	for {
-		if int64(len(buf)) >= limit {
-			return buf, true, nil
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		end := min(int64(cap(buf)), limit)
-		n, rerr := at.resp.Body.Read(buf[len(buf):end])
-		buf = buf[:len(buf)+n]
-		switch {
-		case rerr == io.EOF:
-			return buf, false, nil
-		case rerr != nil:
-			return nil, false, rerr
-		}
-		if n > 0 {
-			at.wd.arm(PhaseIdle, at.t.limits.idle)
-		}
-	}
 }
 
 func isEventStream(h http.Header) bool {
