@@ -90,7 +90,7 @@ func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attem
 	for {
 		n, rerr := at.resp.Body.Read(buf)
 		if n > 0 {
-			at.wd.arm(PhaseIdle, at.t.limits.idle)
+			at.wd.arm(PhaseIdle, at.t.limits.Idle)
 			if _, err := w.Write(buf[:n]); err != nil {
 				return
 			}
@@ -149,7 +149,7 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 			return
 		}
 		if kind != evNoise {
-			at.wd.arm(PhaseIdle, at.t.limits.idle)
+			at.wd.arm(PhaseIdle, at.t.limits.Idle)
 		}
 		if _, err := w.Write(raw); err != nil {
 			return

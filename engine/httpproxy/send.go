@@ -80,7 +80,7 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	at.ctx, at.cancel, at.wd.cancel = ctx, cancel, cancel
 	stop := context.AfterFunc(actx, func() {
 		if rq.r.Context().Err() == nil {
-			cancel(&TimeoutError{Phase: PhaseAttempt, Limit: t.limits.attempt})
+			cancel(&TimeoutError{Phase: PhaseAttempt, Limit: t.limits.Attempt})
 		}
 	})
 	defer stop()
@@ -104,12 +104,12 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	}
 
 	rctx := ctx
-	if t.limits.connect > 0 || t.limits.headers > 0 {
-		at.wd.arm(PhaseConnect, t.limits.connect)
+	if t.limits.Connect > 0 || t.limits.Headers > 0 {
+		at.wd.arm(PhaseConnect, t.limits.Connect)
 		rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: at.gotConn})
 	}
-	if rq.h.own && t.limits.connect > 0 {
-		rctx = context.WithValue(rctx, connectKey{}, t.limits.connect)
+	if rq.h.own && t.limits.Connect > 0 {
+		rctx = context.WithValue(rctx, connectKey{}, t.limits.Connect)
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(rq.bodyFor(t.model)))
 	if err != nil {
@@ -127,7 +127,7 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 && isEventStream(resp.Header) {
 		return rq.firstEvent(at, o)
 	}
-	at.wd.arm(PhaseIdle, t.limits.idle)
+	at.wd.arm(PhaseIdle, t.limits.Idle)
 	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle)
 	if err != nil {
 		return rq.failed(at, err, ttfb)
@@ -147,10 +147,10 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 
 var anthropicVersion = []string{"2023-06-01"}
 
-func (at *attempt) gotConn(httptrace.GotConnInfo) { at.wd.arm(PhaseHeaders, at.t.limits.headers) }
+func (at *attempt) gotConn(httptrace.GotConnInfo) { at.wd.arm(PhaseHeaders, at.t.limits.Headers) }
 
 // idle re-arms the idle timer: the upstream has just sent something.
-func (at *attempt) idle() { at.wd.arm(PhaseIdle, at.t.limits.idle) }
+func (at *attempt) idle() { at.wd.arm(PhaseIdle, at.t.limits.Idle) }
 
 // firstEvent reads a 2xx stream up to its first event. Comments and pings
 // before it are held with it. An error event as the first event makes the
@@ -159,7 +159,7 @@ func (at *attempt) idle() { at.wd.arm(PhaseIdle, at.t.limits.idle) }
 func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 	t := at.t
 	at.stream = true
-	at.wd.arm(PhaseFirstToken, t.limits.firstToken)
+	at.wd.arm(PhaseFirstToken, t.limits.FirstToken)
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(at.resp.Body)
 	at.sse = &sseReader{br: br}
@@ -186,10 +186,10 @@ func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 		}
 		break
 	}
-	if t.limits.attempt > 0 {
-		at.wd.setHard(at.start.Add(t.limits.attempt), t.limits.attempt)
+	if t.limits.Attempt > 0 {
+		at.wd.setHard(at.start.Add(t.limits.Attempt), t.limits.Attempt)
 	}
-	at.wd.arm(PhaseIdle, t.limits.idle)
+	at.wd.arm(PhaseIdle, t.limits.Idle)
 	return o
 }
 
