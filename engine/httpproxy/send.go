@@ -123,7 +123,10 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	}
 	ttfb := time.Since(at.start)
 	at.resp = resp
-	o := policy.Outcome{Status: resp.StatusCode, Header: resp.Header, TTFB: ttfb, Final: shouldNotRetry(resp.Header)}
+	// x-should-retry: false says "do not retry this provider" (an
+	// exhausted quota), not "do not fail over": the request may still go
+	// to another provider. Only a content-policy refusal is Final.
+	o := policy.Outcome{Status: resp.StatusCode, Header: resp.Header, TTFB: ttfb, NoSameProvider: shouldNotRetry(resp.Header)}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 && isEventStream(resp.Header) {
 		return rq.firstEvent(at, o)
 	}
@@ -237,6 +240,7 @@ func (rq *request) logFailure(at *attempt, o *policy.Outcome, err error) {
 		zap.Int("status", o.Status),
 		zap.Bool("final", o.Final),
 		zap.Bool("no_same_target", o.NoSameTarget),
+		zap.Bool("no_same_provider", o.NoSameProvider),
 		zap.Duration("elapsed", time.Since(at.start)),
 		zap.Error(err),
 		zap.String("body_sha256", rq.bodySum()))
