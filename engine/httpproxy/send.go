@@ -66,6 +66,10 @@ func (at *attempt) release() {
 // once the attempt's fate can be decided: for a response that is not a
 // stream, when its body has been read (bounded); for a 2xx stream, at its
 // first event, which is the commit point if the engine delivers it.
+// The outcome's TTFB is the time until the response headers; its Total,
+// the time until the body was read, is set for every answer read whole and
+// for a stream whose first event is an error: a failed attempt always
+// says how long it took (the exhaustion's FailedAttempt.Latency).
 func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	rq.release() // the previous attempt failed: its response is no longer needed
 	t := &rq.h.targets[a.Index]
@@ -183,7 +187,10 @@ func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 		case evError:
 			p, _ := parseError(data)
 			at.errEvent = true
-			o.Status = eventStatus(p)
+			// A failed answer takes as long as reading its error, as for
+			// a response body; a delivered stream's Total is not known at
+			// its first event and stays 0.
+			o.Status, o.Total = eventStatus(p), time.Since(at.start)
 			rq.refine(&o, p.class())
 			rq.logFailure(at, &o, nil)
 		}
