@@ -240,6 +240,7 @@ func niceMax(max float64) float64 {
 	return math.Ceil(max/s) * s
 }
 
+// fmtNum renders a y tick value: 950, 12k, 1.5M.
 func fmtNum(v float64) string {
 	switch {
 	case v >= 1e6:
@@ -250,6 +251,8 @@ func fmtNum(v float64) string {
 	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
+// fmtSec renders an x tick value, seconds of scenario time: 30s, or 15m
+// for whole minutes from ten minutes on.
 func fmtSec(v float64) string {
 	if v >= 600 && math.Mod(v, 60) == 0 {
 		return strconv.FormatFloat(v/60, 'f', -1, 64) + "m"
@@ -257,8 +260,8 @@ func fmtSec(v float64) string {
 	return strconv.FormatFloat(v, 'f', -1, 64) + "s"
 }
 
-// timeTicks returns the x ticks of a time axis: whole minutes for long
-// scenarios.
+// timeStep returns the step between the x ticks of a time axis (seconds
+// of scenario time): about ten ticks, whole minutes from ten minutes on.
 func timeStep(xmax float64) float64 {
 	s := niceStep(xmax, 10)
 	if xmax >= 600 {

@@ -23,8 +23,8 @@ import (
 // configuration, the load that arrives, and what each upstream target does
 // over scenario time. Make one with ParseScenario or LoadScenario. It is
 // immutable after parsing and safe to run any number of times, also
-// concurrently; every run builds its own engine from a fresh copy of the
-// configuration.
+// concurrently; every run builds its own engine from its own copy of the
+// configuration (NewConfig).
 type Scenario struct {
 	Name        string
 	Description string
@@ -40,8 +40,10 @@ type Scenario struct {
 	// paths under "config.".
 	Warnings []Problem
 
-	config *yaml.Node // the config key, parsed again for every run
-	file   string
+	// cfg is the configuration, finalized once by ParseScenario; runs
+	// take copies of it (NewConfig) and never modify it.
+	cfg  *policy.Config
+	file string
 }
 
 // Workload is the load of a scenario: how many requests, how they arrive,
@@ -230,7 +232,7 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 			s.add("config", raw.Config.Line, "%v", err)
 		default:
 			cfg = c
-			sc.config = &raw.Config
+			sc.cfg = c
 		}
 	}
 
@@ -434,11 +436,20 @@ func latency(s *strict, path string, r *rawLatency, base Latency) Latency {
 // File returns the name the scenario was parsed from.
 func (sc *Scenario) File() string { return sc.file }
 
-// NewConfig parses the scenario's configuration again, so that each run
-// (and each engine) owns its own copy: the HTTP mode rewrites base_url.
+// NewConfig returns a copy of the scenario's configuration for one run
+// (and its engine). The copy has its own model_providers entries, which a
+// run may change where the engine does not look (the HTTP mode rewrites
+// base_url), and shares everything else, the compiled form included: the
+// configuration was finalized once, by ParseScenario, and is not parsed,
+// expanded or finalized again. A Scenario not made by ParseScenario has no
+// configuration: that is the error.
 func (sc *Scenario) NewConfig() (*policy.Config, error) {
-	cfg, _, err := policy.ParseNode(sc.config)
-	return cfg, err
+	if sc.cfg == nil {
+		return nil, errors.New("loadgen: the scenario has no configuration: make it with ParseScenario or LoadScenario")
+	}
+	cfg := *sc.cfg
+	cfg.ModelProviders = slices.Clone(sc.cfg.ModelProviders)
+	return &cfg, nil
 }
 
 // Estimate is the expected scenario duration: the arrivals of an open

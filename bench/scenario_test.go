@@ -216,3 +216,41 @@ func TestParseScenarioShapeErrors(t *testing.T) {
 		}
 	}
 }
+
+// The configuration is finalized once, when the scenario is parsed: every
+// run's copy shares its compiled form and the access keys expanded then,
+// and has model_providers entries of its own (the HTTP mode rewrites
+// base_url).
+func TestNewConfigFinalizedOnce(t *testing.T) {
+	t.Setenv("BENCH_TEST_KEY", "sk-at-parse")
+	sc := mustScenario(t, "once.yaml", doc(
+		"config:",
+		"  model_providers:",
+		"    - model: openai/gpt-4o",
+		"      access_key: $BENCH_TEST_KEY",
+		"    - model: anthropic/claude-3-5-sonnet",
+		"workload: {model: openai/gpt-4o, requests: 10, concurrency: 2}",
+	))
+	t.Setenv("BENCH_TEST_KEY", "sk-changed-later")
+	a, err := sc.NewConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sc.NewConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Compiled() == nil || a.Compiled() != b.Compiled() {
+		t.Errorf("the runs' configurations were compiled separately")
+	}
+	if k := a.ModelProviders[0].AccessKey; k != "sk-at-parse" {
+		t.Errorf("access_key = %q: expanded again after parsing", k)
+	}
+	a.ModelProviders[0].BaseURL = "http://127.0.0.1:1/v1"
+	if b.ModelProviders[0].BaseURL != "" || sc.cfg.ModelProviders[0].BaseURL != "" {
+		t.Error("a run's base_url reached another run's configuration")
+	}
+	if _, err := (&Scenario{}).NewConfig(); err == nil {
+		t.Error("NewConfig of a Scenario not parsed: no error")
+	}
+}

@@ -109,12 +109,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		log.Warn("configuration warning", zap.String("file", *config), zap.String("path", w.Path),
 			zap.String("model", w.Model), zap.Int("line", w.Line), zap.String("warning", w.Message))
 	}
-	// The engine logs the warnings of the configuration it finalizes;
-	// they were logged above, with their lines and the environment
-	// variables that are not set, which a second pass no longer sees.
-	e, err := engine.New(cfg, engine.WithLogger(log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
-		return dropMessage{Core: c, msg: "reroute configuration warning"}
-	}))))
+	// Load finalized cfg: engine.New does not finalize it again, so the
+	// warnings above, with their lines, are the only ones logged.
+	e, err := engine.New(cfg, engine.WithLogger(log))
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
 		return errConfig
@@ -186,21 +183,4 @@ func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(pc.EncoderConfig), out, level)
 	core = zapcore.NewSamplerWithOptions(core, time.Second, pc.Sampling.Initial, pc.Sampling.Thereafter)
 	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel), zap.ErrorOutput(out))
-}
-
-// dropMessage is a core that drops the entries with one message.
-type dropMessage struct {
-	zapcore.Core
-	msg string
-}
-
-func (d dropMessage) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if e.Message == d.msg {
-		return ce
-	}
-	return d.Core.Check(e, ce)
-}
-
-func (d dropMessage) With(fields []zapcore.Field) zapcore.Core {
-	return dropMessage{Core: d.Core.With(fields), msg: d.msg}
 }

@@ -163,6 +163,41 @@ model_providers:
 	}
 }
 
+// A configuration warning is printed once at start, with its file, path
+// and line: the engine does not log it again for a configuration Load
+// already finalized.
+func TestWarningLoggedOnce(t *testing.T) {
+	_, stop, logs := gateway(t, `
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:1/v1
+    access_key: $GATEWAY_TEST_KEY_NOT_SET
+`)
+	if err := stop(); err != nil {
+		t.Fatalf("run after stop: %v", err)
+	}
+	var warnings []string
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var e struct {
+			Level, Msg, Path, File, Warning string
+			Line                            int
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if e.Level == "warn" || strings.Contains(e.Msg, "warning") || strings.Contains(line, "GATEWAY_TEST_KEY_NOT_SET") {
+			warnings = append(warnings, line)
+			if e.Msg != "configuration warning" || e.Path != "model_providers[0].access_key" || e.Line != 5 ||
+				!strings.HasSuffix(e.File, "reroute.yaml") || !strings.Contains(e.Warning, "GATEWAY_TEST_KEY_NOT_SET") {
+				t.Errorf("warning line %s", line)
+			}
+		}
+	}
+	if len(warnings) != 1 {
+		t.Errorf("%d warning lines, want 1:\n%s", len(warnings), logs)
+	}
+}
+
 // A configuration with errors: nothing starts, every problem is printed.
 func TestRefusesInvalidConfiguration(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "bad.yaml")

@@ -204,7 +204,9 @@ func eventStatus(p parsedError) int {
 }
 
 // shouldNotRetry reports a response header x-should-retry: false, which the
-// official OpenAI and Anthropic SDKs obey over the status code.
+// official OpenAI and Anthropic SDKs obey over the status code. The handler
+// reads it as "do not send to this provider again" (Outcome.NoSameProvider):
+// the SDKs' retries go to the same provider, a failover does not.
 func shouldNotRetry(h http.Header) bool {
 	v := h.Get("X-Should-Retry")
 	return v != "" && strings.EqualFold(strings.TrimSpace(v), "false")

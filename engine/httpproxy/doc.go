@@ -55,7 +55,8 @@
 // once (policy.Outcome.Final; WithContentPolicyFailover), a context-length
 // rejection is never retried on the same target but may fail over
 // (policy.Outcome.NoSameTarget; WithContextLengthFailover), and a response
-// with x-should-retry: false is returned as it is.
+// with x-should-retry: false is never retried on its provider but may fail
+// over to another (policy.Outcome.NoSameProvider).
 //
 // The answer carries x-reroute-attempts (attempts made) and
 // x-reroute-target (the target that answered). An exhausted request is

@@ -378,8 +378,12 @@ model_providers:
 			primary: respond(400, policyOpenAI), status: 200, target: claude, calls: map[string]int{gpt: 1, claude: 1},
 		},
 		{
-			name: "x-should-retry: false is final", config: twoTargets(`{on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}`),
-			primary: respond(503, openai503, "X-Should-Retry", "false"), status: 503, target: gpt, calls: map[string]int{gpt: 1, claude: 0}, body: openai503,
+			name: "x-should-retry: false rules out the provider, not a failover", config: twoTargets(`{on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}`),
+			primary: respond(503, openai503, "X-Should-Retry", "false"), status: 200, target: claude, calls: map[string]int{gpt: 1, claude: 1},
+		},
+		{
+			name: "x-should-retry: false with nowhere else to go ends the request", config: twoTargets(`{on_status_codes: [{codes: [503], strategy: same_model, max_attempts: 3}]}`),
+			primary: respond(503, openai503, "X-Should-Retry", "false"), status: 503, calls: map[string]int{gpt: 1, claude: 0},
 		},
 		{
 			name: "another 400 follows the policy", config: failover400,
@@ -400,6 +404,31 @@ model_providers:
 			f.wantCalls(tt.calls)
 		})
 	}
+}
+
+// x-should-retry: false on an exhausted quota means "do not retry this
+// provider": the request fails over to another provider at once, without
+// a same-target retry, instead of failing.
+func TestShouldRetryFalseFailsOver(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider
+      default_max_attempts: 3
+      same_model_retries: 2
+  - model: anthropic/claude-3-5-sonnet
+    provider_interface: anthropic
+`, map[string][]reply{gpt: {respond(429, openaiQuota429, "X-Should-Retry", "false", "X-Request-Id", "req_4c1b8a6e7f1c2a9e0b4d")}})
+	resp, body := f.call(chatBody("gpt-4o"))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != claude || resp.Header.Get("X-Reroute-Attempts") != "2" ||
+		!strings.Contains(body, `"model":"claude-3-5-sonnet"`) {
+		t.Errorf("status %d, target %q, attempts %q: %s; want the fallback's answer after 2 attempts",
+			resp.StatusCode, resp.Header.Get("X-Reroute-Target"), resp.Header.Get("X-Reroute-Attempts"), body)
+	}
+	f.wantCalls(map[string]int{gpt: 1, claude: 1})
 }
 
 func or(s, def string) string {

@@ -1,19 +1,15 @@
 package httpproxy
 
 import (
-	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -38,10 +34,8 @@ type Handler struct {
 	log     *zap.Logger
 	debug   bool
 	rt      http.RoundTripper
-	own     bool // rt is the handler's own *http.Transport
-	targets []target
-	names   map[string]int      // client model → target index
-	ambig   map[string][]string // bare model names several targets share
+	own     bool     // rt is the handler's own *http.Transport
+	targets []target // indexed like the engine's Compiled() targets
 	opts    options
 }
 
@@ -52,8 +46,8 @@ type target struct {
 	url         string
 	anthropic   bool
 	passthrough bool
-	auth        []string // the credential header's value, shared read-only
-	limits      limits
+	auth        []string      // the credential header's value, shared read-only
+	limits      policy.Limits // the engine's Compiled().Limits of the target
 }
 
 // New builds a handler on e. Every model provider must have a base_url, an
@@ -75,8 +69,6 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 		log:   o.logger,
 		debug: o.logger.Core().Enabled(zapcore.DebugLevel),
 		rt:    o.transport,
-		names: map[string]int{},
-		ambig: map[string][]string{},
 		opts:  o,
 	}
 	if h.rt == nil {
@@ -84,7 +76,6 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 	}
 	cfg, c := e.Config(), e.Compiled()
 	var probs []string
-	def := cfg.Engine.Timeouts
 	for i := range cfg.ModelProviders {
 		mp := &cfg.ModelProviders[i]
 		t := target{
@@ -92,7 +83,7 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 			model:       c.Models[i],
 			anthropic:   mp.ProviderInterface == "anthropic",
 			passthrough: mp.PassthroughAuth,
-			limits:      mergeLimits(def, mp.Timeouts, e.AttemptTimeout(i)),
+			limits:      c.Limits[i],
 		}
 		if t.model == "" {
 			t.model = mp.Model
@@ -113,28 +104,6 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 	if len(probs) > 0 {
 		return nil, fmt.Errorf("reroute/httpproxy: %s", strings.Join(probs, "; "))
 	}
-	// Target ids first: they win over a bare name another target has.
-	ids := make(map[string]bool, len(h.targets))
-	for i, t := range h.targets {
-		h.names[t.id] = i
-		ids[t.id] = true
-	}
-	for i, t := range h.targets {
-		if ids[t.model] {
-			continue
-		}
-		if prev, ok := h.names[t.model]; ok {
-			if len(h.ambig[t.model]) == 0 {
-				h.ambig[t.model] = []string{h.targets[prev].id}
-			}
-			h.ambig[t.model] = append(h.ambig[t.model], t.id)
-			continue
-		}
-		h.names[t.model] = i
-	}
-	for m := range h.ambig {
-		delete(h.names, m)
-	}
 	return h, nil
 }
 
@@ -150,31 +119,6 @@ func upstreamURL(base string) (string, error) {
 		return "", fmt.Errorf("%q is not an absolute http or https URL", base)
 	}
 	return u.JoinPath("chat/completions").String(), nil
-}
-
-// mergeLimits lays a provider's timeouts over the engine's. The attempt
-// limit is the engine's own (engine.AttemptTimeout), which already did the
-// same merge.
-func mergeLimits(def, p *policy.Timeouts, attempt time.Duration) limits {
-	pick := func(d, o *policy.Duration) *policy.Duration {
-		if o != nil {
-			return o
-		}
-		return d
-	}
-	var l limits
-	l.attempt = attempt
-	if def == nil {
-		def = &policy.Timeouts{}
-	}
-	if p == nil {
-		p = &policy.Timeouts{}
-	}
-	l.connect = pick(def.Connect, p.Connect).D()
-	l.headers = pick(def.Headers, p.Headers).D()
-	l.firstToken = pick(def.FirstToken, p.FirstToken).D()
-	l.idle = pick(def.Idle, p.Idle).D()
-	return l
 }
 
 // CloseIdleConnections closes the idle upstream connections of the
@@ -227,10 +171,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		invalidRequest(w, http.StatusBadRequest, id, "Invalid model parameter: "+err.Error()+".", "model", "invalid_model")
 		return
 	}
-	t, ok := h.names[model]
-	if !ok {
-		if ids := h.ambig[model]; len(ids) > 0 {
-			invalidRequest(w, http.StatusBadRequest, id, "The model "+strconv.Quote(model)+" is ambiguous: it is configured as "+strings.Join(ids, ", ")+". Name one of those target ids.", "model", "ambiguous_model")
+	t, ambiguous := h.e.Compiled().Resolve(model)
+	if t < 0 {
+		if len(ambiguous) > 0 {
+			invalidRequest(w, http.StatusBadRequest, id, "The model "+strconv.Quote(model)+" is ambiguous: it is configured as "+strings.Join(ambiguous, ", ")+". Name one of those target ids.", "model", "ambiguous_model")
 			return
 		}
 		invalidRequest(w, http.StatusNotFound, id, "The model "+strconv.Quote(model)+" does not exist or is not configured on this gateway.", "model", "model_not_found")
@@ -239,7 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
 	rq.header()
 	defer rq.release()
-	res, err := h.e.Do(engine.WithRequestID(r.Context(), rq.id), h.targets[t].id, rq.call)
+	res, err := h.e.DoTarget(engine.WithRequestID(r.Context(), rq.id), t, rq.call)
 	if err != nil {
 		rq.fail(w, err)
 		return
@@ -258,29 +202,18 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int,
 	if r.Body == nil {
 		return nil, 0, ""
 	}
-	size := int64(512)
-	if r.ContentLength > 0 {
-		size = r.ContentLength + 1 // room to see EOF without growing
+	// MaxBytesReader, besides bounding the read, tells the server to close
+	// the connection instead of draining an oversized body after the
+	// answer.
+	buf, more, err := readUpTo(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max, nil)
+	var mbe *http.MaxBytesError
+	switch {
+	case more || errors.As(err, &mbe):
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	case err != nil:
+		return nil, http.StatusBadRequest, "The request body could not be read."
 	}
-	buf := make([]byte, 0, size)
-	lr := http.MaxBytesReader(w, r.Body, max)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := lr.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, 0, ""
-		}
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, http.StatusRequestEntityTooLarge, tooLarge
-			}
-			return nil, http.StatusBadRequest, "The request body could not be read."
-		}
-	}
+	return buf, 0, ""
 }
 
 // requestID returns the client's x-request-id, or a new random one. An
@@ -297,35 +230,4 @@ func requestID(h http.Header) string {
 		}
 	}
 	return hex.EncodeToString(b[:])
-}
-
-// fail renders an error of Do.
-func (rq *request) fail(w http.ResponseWriter, err error) {
-	var ex *engine.ExhaustedError
-	var pe *engine.PanicError
-	switch {
-	case errors.As(err, &ex):
-		w.Header().Set("X-Reroute-Attempts", strconv.Itoa(len(ex.Attempts)))
-		ex.WriteHTTP(w, rq.id)
-	case errors.Is(err, engine.ErrClosed):
-		writeError(w, http.StatusServiceUnavailable, rq.id, "server_error", "The gateway is shutting down; retry the request.", "", "gateway_closed")
-	case errors.As(err, &pe):
-		writeError(w, http.StatusInternalServerError, rq.id, "server_error", "The gateway failed while handling the request.", "", "internal_error")
-	case rq.r.Context().Err() != nil && errors.Is(err, context.Canceled):
-		// The client has gone: there is nobody to answer.
-	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The request's deadline passed before an upstream answered.", "", "deadline_exceeded")
-	default:
-		writeError(w, http.StatusBadGateway, rq.id, "server_error", "The gateway could not complete the request.", "", "bad_gateway")
-	}
-}
-
-// bodySum is the SHA-256 of the client's body, the request's identity in
-// logs (SPEC §13). Computed only when something is logged.
-func (rq *request) bodySum() string {
-	if rq.sum == "" {
-		s := sha256.Sum256(rq.body)
-		rq.sum = hex.EncodeToString(s[:])
-	}
-	return rq.sum
 }

@@ -411,3 +411,25 @@ func delayed(d time.Duration, inner reply) reply {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// do runs body through the handler's attempts as ServeHTTP does, and
+// returns what the engine returned instead of rendering it: a test sees the
+// ExhaustedError's fields, not only the body WriteHTTP makes of them.
+func (f *fixture) do(body string) (engine.Result, error) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	f.t.Cleanup(cancel)
+	r := f.request(body).WithContext(ctx)
+	model, err := requestModel([]byte(body))
+	if err != nil {
+		f.t.Fatalf("requestModel: %v", err)
+	}
+	t, _ := f.e.Compiled().Resolve(model)
+	if t < 0 {
+		f.t.Fatalf("model %q is not configured", model)
+	}
+	rq := &request{h: f.h, r: r, id: requestID(r.Header), body: []byte(body), sent: model}
+	rq.header()
+	defer rq.release()
+	return f.e.DoTarget(ctx, t, rq.call)
+}

@@ -54,12 +54,6 @@ func (e *TimeoutError) Is(target error) bool { return target == context.Deadline
 // code is the error code of the in-band SSE error event for the timeout.
 func (e *TimeoutError) code() string { return "upstream_" + string(e.Phase) + "_timeout" }
 
-// limits are the per-attempt timeouts of one target: engine.timeouts with
-// the provider's timeouts keys laid over them. 0 means none.
-type limits struct {
-	connect, headers, firstToken, idle, attempt time.Duration
-}
-
 // watchdog enforces an attempt's phase timeouts with one timer: arm sets
 // the deadline of the current phase, and when the timer fires past the
 // deadline it cancels the attempt's context with a *TimeoutError as the

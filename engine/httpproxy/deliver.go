@@ -1,0 +1,218 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/reroute-go/reroute/engine"
+)
+
+// deliver relays the answer the engine delivered. It writes nothing
+// before the attempt has produced its first byte: for a stream, Do
+// returned at the first event; otherwise the body is already read.
+func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
+	at := rq.cur
+	h := w.Header()
+	if err := res.Outcome.Err; err != nil || at == nil || at.resp == nil {
+		// An attempt without a response delivered as it is: the target
+		// has no retry_policy, so its timeout or transport error is the
+		// answer.
+		h.Set("X-Reroute-Attempts", strconv.Itoa(res.Attempts))
+		h.Set("X-Reroute-Target", res.Target)
+		var te *TimeoutError
+		switch {
+		case errors.As(err, &te):
+			writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The upstream did not answer in time ("+string(te.Phase)+" timeout, "+te.Limit.String()+").", "", te.code())
+		case errors.Is(err, context.DeadlineExceeded):
+			writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The upstream did not answer in time.", "", "upstream_timeout")
+		default:
+			writeError(w, http.StatusBadGateway, rq.id, "server_error", "The upstream could not be reached or failed before answering.", "", "upstream_unreachable")
+		}
+		return
+	}
+	conn := at.resp.Header["Connection"]
+	for k, v := range at.resp.Header {
+		if !dropResponseHeader(k) && (conn == nil || !listedIn(conn, k)) {
+			h[k] = v
+		}
+	}
+	if up := at.resp.Header.Get("X-Request-Id"); up != "" && up != rq.id {
+		h.Set("X-Reroute-Upstream-Request-Id", up)
+	}
+	h.Set("X-Request-Id", rq.id)
+	h.Set("X-Reroute-Attempts", strconv.Itoa(res.Attempts))
+	h.Set("X-Reroute-Target", res.Target)
+	switch {
+	case at.stream:
+		rq.relay(w, res, at)
+	case !at.rest:
+		h.Set("Content-Length", strconv.Itoa(len(at.held)))
+		w.WriteHeader(at.resp.StatusCode)
+		_, _ = w.Write(at.held)
+	default:
+		rq.relayBody(w, res, at)
+	}
+}
+
+// dropResponseHeader lists the upstream headers not relayed: hop-by-hop,
+// and those the handler sets.
+func dropResponseHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Content-Length", "X-Request-Id", "X-Reroute-Attempts", "X-Reroute-Target":
+		return true
+	}
+	return false
+}
+
+// relayBody delivers a response that is not a stream and was too large to
+// buffer: what was read, then the rest as it comes. A failure after commit
+// aborts the client's response (http.ErrAbortHandler), so that a cut body
+// is never taken for a whole one.
+func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attempt) {
+	if cl := at.resp.ContentLength; cl >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(cl, 10))
+	}
+	w.WriteHeader(at.resp.StatusCode)
+	if _, err := w.Write(at.held); err != nil {
+		return
+	}
+	buf := at.held[:cap(at.held)]
+	if len(buf) > 32<<10 {
+		buf = buf[:32<<10]
+	}
+	for {
+		n, rerr := at.resp.Body.Read(buf)
+		if n > 0 {
+			at.wd.arm(PhaseIdle, at.t.limits.Idle)
+			if _, err := w.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if rerr == io.EOF {
+			res.End(time.Since(at.start), nil)
+			return
+		}
+		if rerr != nil {
+			if rq.r.Context().Err() != nil {
+				return
+			}
+			err := rq.streamErr(at, rerr, ErrBodyCut)
+			res.End(time.Since(at.start), err)
+			rq.logCommitFailure(at, err)
+			at.release()
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// relay delivers a stream: the events held up to the first one, then each
+// event as it arrives, flushed when no more input is buffered. It ends at
+// [DONE]. A failure after commit (a cut, a stall past the idle timeout, a
+// malformed event, an end without [DONE]) is reported to the engine with
+// Result.End and to the client as an in-band error event, after which the
+// stream is closed without [DONE]. An error event of the upstream's own is
+// relayed as it was sent and ends the stream the same way.
+func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) {
+	rc := http.NewResponseController(w)
+	w.WriteHeader(at.resp.StatusCode)
+	if _, err := w.Write(at.held); err != nil {
+		return
+	}
+	_ = rc.Flush()
+	switch {
+	case at.done:
+		res.End(time.Since(at.start), nil)
+		return
+	case at.errEvent:
+		res.End(time.Since(at.start), ErrStreamError)
+		rq.logCommitFailure(at, ErrStreamError)
+		return
+	}
+	for {
+		kind, raw, _, err := at.sse.next()
+		if err != nil {
+			if rq.r.Context().Err() != nil {
+				return // the client has gone; the upstream is not to blame
+			}
+			err = rq.streamErr(at, err, ErrStreamCut)
+			res.End(time.Since(at.start), err)
+			rq.logCommitFailure(at, err)
+			_, _ = w.Write(streamErrorEvent(err, rq.id))
+			_ = rc.Flush()
+			return
+		}
+		if kind != evNoise {
+			at.wd.arm(PhaseIdle, at.t.limits.Idle)
+		}
+		if _, err := w.Write(raw); err != nil {
+			return
+		}
+		if at.sse.br.Buffered() == 0 || kind == evDone || kind == evError {
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+		switch kind {
+		case evDone:
+			res.End(time.Since(at.start), nil)
+			return
+		case evError:
+			res.End(time.Since(at.start), ErrStreamError)
+			rq.logCommitFailure(at, ErrStreamError)
+			return
+		}
+	}
+}
+
+// streamErr names a read failure after commit: the watchdog's timeout if
+// it fired, a malformed stream, an end without [DONE], or cut.
+func (rq *request) streamErr(at *attempt, err, cut error) error {
+	if cause := context.Cause(at.ctx); cause != nil {
+		var te *TimeoutError
+		if errors.As(cause, &te) {
+			return te
+		}
+	}
+	switch {
+	case isMalformed(err):
+		return errors.Join(ErrStreamMalformed, err)
+	case err == io.EOF && cut == ErrStreamCut:
+		return ErrStreamIncomplete
+	}
+	return errors.Join(cut, err)
+}
+
+func (rq *request) logCommitFailure(at *attempt, err error) {
+	if ce := rq.h.log.Check(zap.WarnLevel, "reroute upstream failed after commit"); ce != nil {
+		ce.Write(zap.String("request_id", rq.id), zap.String("target", at.t.id),
+			zap.Duration("elapsed", time.Since(at.start)), zap.Error(err), zap.String("body_sha256", rq.bodySum()))
+	}
+}
+
+// fail renders an error of Do.
+func (rq *request) fail(w http.ResponseWriter, err error) {
+	var ex *engine.ExhaustedError
+	var pe *engine.PanicError
+	switch {
+	case errors.As(err, &ex):
+		w.Header().Set("X-Reroute-Attempts", strconv.Itoa(len(ex.Attempts)))
+		ex.WriteHTTP(w, rq.id)
+	case errors.Is(err, engine.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, rq.id, "server_error", "The gateway is shutting down; retry the request.", "", "gateway_closed")
+	case errors.As(err, &pe):
+		writeError(w, http.StatusInternalServerError, rq.id, "server_error", "The gateway failed while handling the request.", "", "internal_error")
+	case rq.r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		// The client has gone: there is nobody to answer.
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The request's deadline passed before an upstream answered.", "", "deadline_exceeded")
+	default:
+		writeError(w, http.StatusBadGateway, rq.id, "server_error", "The gateway could not complete the request.", "", "bad_gateway")
+	}
+}

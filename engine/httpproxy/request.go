@@ -1,0 +1,117 @@
+package httpproxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strings"
+)
+
+// request is one client request on its way through the engine. It is
+// owned by the goroutine serving the request: Do calls call on it.
+type request struct {
+	h    *Handler
+	r    *http.Request
+	id   string
+	body []byte // the client's body, as it came
+	sent string // the model the client's body names
+	sum  string // SHA-256 of body, hex; see bodySum
+	hdr  http.Header
+	alt  []altBody
+	cur  *attempt // the last attempt; the delivered one after Do succeeds
+}
+
+// altBody is the client's body with another model value, made once per
+// model a request needs.
+type altBody struct {
+	model string
+	body  []byte
+}
+
+// header builds the header template every attempt starts from: the
+// client's headers without credentials, hop-by-hop headers and those the
+// handler sets itself.
+func (rq *request) header() {
+	in := rq.r.Header
+	conn := in["Connection"]
+	h := make(http.Header, len(in)+3)
+	for k, v := range in {
+		if dropRequestHeader(k) || listedIn(conn, k) {
+			continue
+		}
+		h[k] = v
+	}
+	h["X-Request-Id"] = []string{rq.id}
+	rq.hdr = h
+}
+
+// dropRequestHeader lists the client headers never forwarded: credentials
+// (they would reach targets they were not meant for: SPEC §13),
+// hop-by-hop headers, and headers the transport sets for the body it
+// sends. Accept-Encoding is dropped because the handler reads bodies (to
+// classify errors and to follow a stream): the transport negotiates gzip
+// itself and decompresses.
+func dropRequestHeader(k string) bool {
+	switch k {
+	case "Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key", "Anthropic-Version", "Proxy-Authorization",
+		"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Content-Length", "Accept-Encoding", "Expect", "Host", "X-Request-Id":
+		return true
+	}
+	return false
+}
+
+func listedIn(conn []string, k string) bool {
+	for _, v := range conn {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" && http.CanonicalHeaderKey(f) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bodyFor returns the body to send to a target whose model name is model:
+// the client's bytes when they already name it, otherwise the client's
+// bytes with only the model value replaced (SPEC §13).
+func (rq *request) bodyFor(model string) []byte {
+	if model == rq.sent {
+		return rq.body
+	}
+	for _, a := range rq.alt {
+		if a.model == model {
+			return a.body
+		}
+	}
+	b, ok := ReplaceModel(rq.body, model)
+	if !ok {
+		// Cannot happen for a body ServeHTTP accepted (a JSON object
+		// with a string model); kept as the documented fallback.
+		var err error
+		if b, err = RewriteModel(rq.body, model); err != nil {
+			b = rq.body
+		}
+	}
+	rq.alt = append(rq.alt, altBody{model, b})
+	return b
+}
+
+// release frees the last attempt. ServeHTTP defers it: it closes a failed
+// attempt's response when Do returns an error, and the delivered one after
+// relaying it.
+func (rq *request) release() {
+	if rq.cur != nil {
+		rq.cur.release()
+	}
+}
+
+// bodySum is the SHA-256 of the client's body, the request's identity in
+// logs (SPEC §13). Computed only when something is logged.
+func (rq *request) bodySum() string {
+	if rq.sum == "" {
+		s := sha256.Sum256(rq.body)
+		rq.sum = hex.EncodeToString(s[:])
+	}
+	return rq.sum
+}
