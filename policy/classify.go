@@ -23,9 +23,8 @@ type Outcome struct {
 	// yet (a stream handed to the caller at its first byte).
 	Total time.Duration
 	// Final marks an answer the caller knows must be delivered as it is,
-	// whatever its status: a content-policy refusal (a property of the
-	// prompt, not of the target), or a response with x-should-retry: false.
-	// It classifies as PassThrough.
+	// whatever its status, such as a content-policy refusal (a property of
+	// the prompt, not of the target). It classifies as PassThrough.
 	Final bool
 	// NoSameTarget marks a failure that retrying the same target cannot
 	// cure, such as a context-length rejection: the request may fail over
