@@ -28,7 +28,9 @@ model_providers:
 func TestLatencyHookSeesEveryMeasurement(t *testing.T) {
 	var got []time.Duration
 	e := mustEngine(t, latencyCfg, WithHooks(Hooks{Latency: func(_ string, d time.Duration) { got = append(got, d) }}))
-	fast := func(context.Context, Attempt) policy.Outcome { return policy.Outcome{Status: 200, TTFB: 100 * time.Millisecond} }
+	fast := func(context.Context, Attempt) policy.Outcome {
+		return policy.Outcome{Status: 200, TTFB: 100 * time.Millisecond}
+	}
 	if _, err := e.Do(testContext(t), gpt, fast); err != nil {
 		t.Fatal(err)
 	}
