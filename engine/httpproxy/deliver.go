@@ -196,8 +196,8 @@ func (rq *request) logCommitFailure(at *attempt, err error) {
 	}
 }
 
-// fail renders an error of Do.
-func (rq *request) fail(w http.ResponseWriter, err error) {
+// renderError renders an error of Do as the client's response.
+func (rq *request) renderError(w http.ResponseWriter, err error) {
 	var ex *engine.ExhaustedError
 	var pe *engine.PanicError
 	switch {

@@ -185,7 +185,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rq.release()
 	res, err := h.e.DoTarget(engine.WithRequestID(r.Context(), rq.id), t, rq.call)
 	if err != nil {
-		rq.fail(w, err)
+		rq.renderError(w, err)
 		return
 	}
 	rq.deliver(w, res)

@@ -117,13 +117,13 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(rq.bodyFor(t.model)))
 	if err != nil {
-		return rq.failed(at, err, 0)
+		return rq.transportOutcome(at, err, 0)
 	}
 	req.GetBody = nil // never replayable: no retry behind the engine's back
 	req.Header = hdr
 	resp, err := rq.h.rt.RoundTrip(req)
 	if err != nil {
-		return rq.failed(at, err, 0)
+		return rq.transportOutcome(at, err, 0)
 	}
 	ttfb := time.Since(at.start)
 	at.resp = resp
@@ -137,7 +137,7 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	at.wd.arm(PhaseIdle, t.limits.Idle)
 	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle)
 	if err != nil {
-		return rq.failed(at, err, ttfb)
+		return rq.transportOutcome(at, err, ttfb)
 	}
 	at.held, at.rest = body, more
 	if !more {
@@ -176,7 +176,7 @@ func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 			err = errEmptyStream
 		}
 		if err != nil {
-			return rq.failed(at, err, o.TTFB)
+			return rq.transportOutcome(at, err, o.TTFB)
 		}
 		at.held = append(at.held, raw...)
 		switch kind {
@@ -222,9 +222,9 @@ func (rq *request) refine(o *policy.Outcome, c bodyClass) {
 	}
 }
 
-// failed turns a transport error or a timeout into the attempt's outcome.
+// transportOutcome turns a transport error or a timeout into the attempt's outcome.
 // The attempt's own timeouts are reported as the cause that fired.
-func (rq *request) failed(at *attempt, err error, ttfb time.Duration) policy.Outcome {
+func (rq *request) transportOutcome(at *attempt, err error, ttfb time.Duration) policy.Outcome {
 	if cause := context.Cause(at.ctx); cause != nil {
 		var te *TimeoutError
 		if errors.As(cause, &te) {
