@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/reroute-go/reroute/actor"
+	"github.com/reroute-go/reroute/internal/actor"
 	"github.com/reroute-go/reroute/policy"
 )
 
@@ -23,7 +23,7 @@ import (
 // All methods are safe for concurrent use. After [Actor.Stop]: reports are
 // refused and counted in Dropped, Snapshot keeps answering from the last
 // snapshot published (which includes every report accepted before Stop),
-// Blocks and Sync return [actor.ErrStopped].
+// Blocks and Sync return [ErrStopped].
 //
 // Only outcomes that can change the state should be reported: a
 // Retry-After, a latency event. The engine guarantees this, so that a
@@ -151,7 +151,7 @@ func (a *Actor) ReportLatency(id int, at int64, minTriggers int, window, block t
 
 // Blocks asks the actor for the blocks live now by its clock, after it has
 // applied every report accepted so far. It returns ctx.Err() if ctx ends
-// first and actor.ErrStopped after Stop. The slice is the caller's.
+// first and [ErrStopped] after Stop. The slice is the caller's.
 func (a *Actor) Blocks(ctx context.Context) ([]Block, error) {
 	return actor.Ask(ctx, a.queryc, a.life.Done(), queryBlocks)
 }
@@ -160,7 +160,7 @@ func (a *Actor) Blocks(ctx context.Context) ([]Block, error) {
 // before calling it (and every other report accepted before the actor
 // received the call) has been applied, blocks that have ended by the
 // actor's clock have been dropped, and the resulting snapshot is published.
-// It returns ctx.Err() if ctx ends first and actor.ErrStopped after Stop.
+// It returns ctx.Err() if ctx ends first and [ErrStopped] after Stop.
 // It costs a round trip to the actor; it is meant for tests, the simulator
 // and shutdown paths, not for requests.
 func (a *Actor) Sync(ctx context.Context) error {

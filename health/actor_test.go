@@ -13,8 +13,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/reroute-go/reroute/actor"
 )
 
 // testCtx returns a context that ends the test's wait after a while instead
@@ -164,10 +162,10 @@ func TestActorStop(t *testing.T) {
 		if s.Lookup(tGPT4o, now).Blocked(now) {
 			t.Fatal("a refused report must not be applied")
 		}
-		if err := a.Sync(ctx); !errors.Is(err, actor.ErrStopped) {
+		if err := a.Sync(ctx); !errors.Is(err, ErrStopped) {
 			t.Fatalf("Sync after Stop: %v", err)
 		}
-		if _, err := a.Blocks(ctx); !errors.Is(err, actor.ErrStopped) {
+		if _, err := a.Blocks(ctx); !errors.Is(err, ErrStopped) {
 			t.Fatalf("Blocks after Stop: %v", err)
 		}
 	})

@@ -35,7 +35,7 @@ type stripe struct {
 // stripes is the report path: a small array of mutex-guarded buffers and a
 // one-slot doorbell channel that wakes the actor once per batch.
 //
-// Why not one buffered channel (actor.Mailbox)? A channel send is ~16 ns
+// Why not one buffered channel? A non-blocking channel send is ~16 ns
 // alone, but every sender on every core takes the same channel lock, so
 // with two cores reporting it gets slower, not faster (PERF-NOTES). Here a
 // reporter appends to the stripe of the core it runs on (see token), so
