@@ -425,7 +425,8 @@ func (a *Actor) apply(r *report, track bool) (changed bool) {
 // logChanges logs the transitions collected by apply and calls onBlock for
 // each block created. A change whose previous deadline was still ahead of
 // the actor's clock extends a live block; any other creates one, so a block
-// created and extended in one batch is created once. Nothing here runs on a
+// created and extended in one batch is created once, and a deadline already
+// past is not announced at all. Nothing here runs on a
 // request goroutine; with a disabled level a log line costs a Check.
 func (a *Actor) logChanges() {
 	if len(a.changes) == 0 {
@@ -433,6 +434,11 @@ func (a *Actor) logChanges() {
 	}
 	now := a.clock.Now().UnixNano()
 	for _, c := range a.changes {
+		if c.until <= now {
+			// A deadline already past by the actor's clock (a late report,
+			// or clocks apart) blocks nothing: nothing to announce.
+			continue
+		}
 		lvl, msg := zapcore.InfoLevel, "block created"
 		created := c.prev <= now
 		if created {

@@ -88,9 +88,10 @@ func TestOnBlockCreatedAndExtendedInOneBatch(t *testing.T) {
 	now := a.clock.Now().UnixNano()
 	a.ReportRetryAfter(0, now+int64(time.Minute))
 	a.ReportRetryAfter(0, now+int64(2*time.Minute))
+	a.ReportRetryAfter(1, now-1) // already over: blocks nothing, announced nowhere
 	a.drain(true)
 	if n != 1 {
-		t.Fatalf("a block created and extended in one batch: %d calls, want 1", n)
+		t.Fatalf("a block created and extended in one batch, and one already over: %d calls, want 1", n)
 	}
 }
 
