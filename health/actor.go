@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/reroute-go/reroute/actor"
+	"github.com/reroute-go/reroute/internal/actor"
 	"github.com/reroute-go/reroute/policy"
 )
 
@@ -23,7 +24,7 @@ import (
 // All methods are safe for concurrent use. After [Actor.Stop]: reports are
 // refused and counted in Dropped, Snapshot keeps answering from the last
 // snapshot published (which includes every report accepted before Stop),
-// Blocks and Sync return [actor.ErrStopped].
+// Blocks and Sync return [ErrStopped].
 //
 // Only outcomes that can change the state should be reported: a
 // Retry-After, a latency event. The engine guarantees this, so that a
@@ -41,6 +42,7 @@ type Actor struct {
 
 	// Read-only after New, read by reporters.
 	reports stripes
+	pend    *pending // where reports go when their stripe is full
 	numIDs  int
 	queryc  chan actor.Request[query, []Block]
 	life    actor.Lifecycle
@@ -50,11 +52,19 @@ type Actor struct {
 	// Owned by the loop goroutine.
 	state    *State
 	spare    [][]report // one empty buffer per stripe, swapped in by take
-	changes  []change   // transitions of the batch being applied, for logging
+	changes  []change   // transitions of the batch being applied, for logging and onBlock
 	clock    clock.Clock
 	log      *zap.Logger
+	onBlock  func(name string, kind Kind, d time.Duration)
 	interval time.Duration
 	rest     time.Duration
+	// since[k][id] is when the live block of kind k on id was created, by
+	// the actor's clock, so that its expiry can say how long it lasted; 0
+	// when not known (created while nothing was tracking changes).
+	since [numKinds][]int64
+	// The rate limit of the "reports dropped" warning.
+	warnedDropped uint64 // Dropped() when it was last logged
+	warnedAt      int64  // when it was last logged (actor's clock); 0 = never
 	// published counts snapshots published after New; read by tests once
 	// the loop has stopped.
 	published uint64
@@ -103,11 +113,13 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 	}
 	a := &Actor{
 		reports:  newStripes(n, o.buffer),
+		pend:     newPending(c.NumIDs(), nextPow2(n), latencyRules(c)),
 		numIDs:   c.NumIDs(),
 		queryc:   make(chan actor.Request[query, []Block]),
 		state:    NewState(c),
 		clock:    o.clock,
 		log:      o.log,
+		onBlock:  o.onBlock,
 		interval: o.interval,
 		rest:     o.rest,
 	}
@@ -115,8 +127,31 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 	for i := range a.spare {
 		a.spare[i] = make([]report, 0, cap(a.reports.s[i].buf))
 	}
+	for k := range a.since {
+		a.since[k] = make([]int64, c.NumIDs())
+	}
 	a.snap.Store(a.state.Snapshot())
 	return a
+}
+
+// latencyRules returns the distinct latency rules of c, in the order of
+// the targets: the rules a pending slot can hold.
+func latencyRules(c *policy.Compiled) []latencyRule {
+	var out []latencyRule
+	for _, r := range c.Rules {
+		if r == nil || r.Latency == nil {
+			continue
+		}
+		l := latencyRule{
+			minTriggers: int32(min(max(r.Latency.MinTriggers, 1), math.MaxInt32)),
+			window:      r.Latency.Window,
+			block:       r.Latency.Block,
+		}
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // Snapshot returns the current snapshot: one atomic load, never nil, never
@@ -124,34 +159,61 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 func (a *Actor) Snapshot() *Snapshot { return a.snap.Load() }
 
 // ReportRetryAfter asks the actor to block identifier id until the given
-// unix nanosecond (max-expiration). It never blocks: it reports false, and
-// counts the report in Dropped, when the buffer is full, the actor has
-// stopped or id is out of range. true means the report will be applied, at
-// the latest when Stop returns.
+// unix nanosecond (max-expiration). It never blocks and never allocates.
+// When the report buffer is full the deadline is coalesced into id's slot
+// of a pending table instead (see Coalesced), so a Retry-After is never
+// lost to a burst: it reports false, and counts the report in Dropped, only
+// when the actor has stopped or id is out of range. true means the report
+// will be applied, at the latest when Stop returns.
 func (a *Actor) ReportRetryAfter(id int, until int64) bool {
 	if uint(id) >= uint(a.numIDs) {
 		a.invalid.Add(1)
 		return false
 	}
-	return a.reports.put(report{at: until, id: int32(id)})
+	h := hint()
+	switch a.reports.putAt(h, report{at: until, id: int32(id)}) {
+	case putOK:
+		return true
+	case putFull:
+		if a.pend.retryAfter(h, id, until) {
+			a.reports.ring()
+			return true
+		}
+	}
+	return false
 }
 
 // ReportLatency tells the actor that identifier id had a latency event at
 // the given unix nanosecond, with the trigger rule of the policy that saw
-// it (see [State.LatencyEvent]). Like ReportRetryAfter it never blocks, and
-// reports false (counted in Dropped) when it had to drop the event.
+// it (see [State.LatencyEvent]). Like ReportRetryAfter it never blocks and
+// never allocates, and a full buffer coalesces the event into id's pending
+// slot (a count and the earliest and latest time, per rule). It reports
+// false (counted in Dropped) when the actor has stopped, id is out of
+// range, or the buffer is full and the event cannot be coalesced: its rule
+// is not one of the configuration's, or id's slot already holds events of
+// another rule since the actor last drained it.
 func (a *Actor) ReportLatency(id int, at int64, minTriggers int, window, block time.Duration) bool {
 	if uint(id) >= uint(a.numIDs) {
 		a.invalid.Add(1)
 		return false
 	}
 	m := int32(min(max(minTriggers, 1), math.MaxInt32))
-	return a.reports.put(report{at: at, window: window, block: block, id: int32(id), minTriggers: m})
+	h := hint()
+	switch a.reports.putAt(h, report{at: at, window: window, block: block, id: int32(id), minTriggers: m}) {
+	case putOK:
+		return true
+	case putFull:
+		if a.pend.latency(h, id, at, m, window, block) {
+			a.reports.ring()
+			return true
+		}
+	}
+	return false
 }
 
 // Blocks asks the actor for the blocks live now by its clock, after it has
 // applied every report accepted so far. It returns ctx.Err() if ctx ends
-// first and actor.ErrStopped after Stop. The slice is the caller's.
+// first and [ErrStopped] after Stop. The slice is the caller's.
 func (a *Actor) Blocks(ctx context.Context) ([]Block, error) {
 	return actor.Ask(ctx, a.queryc, a.life.Done(), queryBlocks)
 }
@@ -160,7 +222,7 @@ func (a *Actor) Blocks(ctx context.Context) ([]Block, error) {
 // before calling it (and every other report accepted before the actor
 // received the call) has been applied, blocks that have ended by the
 // actor's clock have been dropped, and the resulting snapshot is published.
-// It returns ctx.Err() if ctx ends first and actor.ErrStopped after Stop.
+// It returns ctx.Err() if ctx ends first and [ErrStopped] after Stop.
 // It costs a round trip to the actor; it is meant for tests, the simulator
 // and shutdown paths, not for requests.
 func (a *Actor) Sync(ctx context.Context) error {
@@ -168,9 +230,27 @@ func (a *Actor) Sync(ctx context.Context) error {
 	return err
 }
 
-// Dropped returns how many reports were refused so far: buffer full, actor
-// stopped, or identifier out of range. It only grows.
-func (a *Actor) Dropped() uint64 { return a.reports.dropped() + a.invalid.Load() }
+// Dropped returns how many reports were refused or lost so far: actor
+// stopped, identifier out of range, a latency event that found the buffer
+// full and could not be coalesced (see ReportLatency), and coalesced
+// latency events the actor could not place in time (see the pending table
+// in report.go). It only grows; the actor also logs its growth at warn, at
+// most once every DropLogInterval. Safe for concurrent use.
+func (a *Actor) Dropped() uint64 {
+	return a.reports.refused() + a.invalid.Load() + a.pend.refused.Load() + a.pend.lost.Load()
+}
+
+// Coalesced returns how many reports found the report buffer full and were
+// coalesced into the pending table instead, to be applied at the actor's
+// next drain. They are not lost; a growing count says the buffer is small
+// for the bursts it sees (see WithBuffer). It only grows. Safe for
+// concurrent use.
+func (a *Actor) Coalesced() uint64 {
+	// A refusal is counted after the overflow that led to it, so loading
+	// the refusals first keeps the difference from going below zero.
+	refused := a.pend.refused.Load()
+	return a.reports.overflowed() - refused
+}
 
 // Stop ends the actor: it refuses new reports, applies and publishes every
 // report accepted before, and waits for the goroutine to return. It is
@@ -190,7 +270,8 @@ func (a *Actor) Stop() { a.life.Stop() }
 //     the actor. The rest is a performance device, not a semantic one, so
 //     it uses the runtime's timers rather than the injected clock: a mock
 //     clock must not freeze the report path.
-//   - tick (the injected clock's Ticker): drop ended blocks.
+//   - tick (the injected clock's Ticker): drop ended blocks, and warn about
+//     dropped reports (rate-limited by the same clock).
 //   - queryc (actor.Ask requests): Sync and Blocks. Both drain and expire
 //     first, since select picks at random among ready cases.
 func (a *Actor) loop(stop <-chan struct{}) {
@@ -205,6 +286,7 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			a.drain(true)
+			a.warnDropped(a.clock.Now().UnixNano())
 			return
 		case <-bell:
 			if a.drain(false) > 0 && a.rest > 0 {
@@ -214,7 +296,7 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		case <-restc:
 			bell, restc = a.reports.doorbell, nil
 		case <-tick.C:
-			a.expire()
+			a.warnDropped(a.expire())
 		case req := <-a.queryc:
 			a.drain(false)
 			now := a.expire()
@@ -227,23 +309,35 @@ func (a *Actor) loop(stop <-chan struct{}) {
 	}
 }
 
-// drain takes every stripe's batch, applies it, publishes one snapshot if
-// any deadline changed, logs the transitions, and returns how many reports
-// it applied. final closes the stripes for good.
+// drain takes every stripe's batch and the pending table's coalesced
+// reports, applies them, publishes one snapshot if any deadline changed,
+// logs the transitions and calls onBlock, and returns how many reports it
+// applied (a pending slot counts as one). final closes the stripes and the
+// table for good.
 func (a *Actor) drain(final bool) (n int) {
 	// Looked up once per drain, not cached at New: the host may change the
 	// level of its logger at run time.
 	core := a.log.Core()
-	track := core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
+	track := a.onBlock != nil || core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
 	changed := false
 	for i := range a.reports.s {
 		batch := a.reports.take(i, a.spare[i], final)
 		if batch == nil {
 			continue
 		}
-		changed = a.apply(batch, track) || changed
+		for j := range batch {
+			changed = a.apply(&batch[j], track) || changed
+		}
 		n += len(batch)
 		a.spare[i] = batch[:0]
+	}
+	// After the stripes: a final drain closes the table only once no stripe
+	// accepts any more, and a reporter whose stripe refused as full is
+	// already inside the table (or will find it closed).
+	if final || a.pend.dirty() {
+		c, m := a.applyPending(a.pend.flip(final), track)
+		changed = c || changed
+		n += m
 	}
 	if changed {
 		a.publish()
@@ -252,62 +346,131 @@ func (a *Actor) drain(final bool) (n int) {
 	return n
 }
 
+// applyPending applies and clears the slots of one generation of the
+// pending table, which no reporter writes any more. See pending for why a
+// slot's latency events are applied as n events at its latest time.
+func (a *Actor) applyPending(g *pendingGen, track bool) (changed bool, n int) {
+	if !g.dirty.Load() {
+		return false, 0
+	}
+	g.dirty.Store(false)
+	for id := range g.slots {
+		sl := &g.slots[id]
+		if until := sl.retryAfter.Load(); until != 0 {
+			sl.retryAfter.Store(0)
+			changed = a.apply(&report{at: until, id: int32(id)}, track) || changed
+			n++
+		}
+		rule := sl.rule.Load()
+		if rule == 0 {
+			continue
+		}
+		count, lo, hi := int64(sl.count.Load()), sl.lo.Load(), sl.hi.Load()
+		sl.rule.Store(0)
+		sl.count.Store(0)
+		sl.lo.Store(math.MaxInt64)
+		sl.hi.Store(0)
+		n++
+		lr := a.pend.rules[rule-1]
+		r := report{window: lr.window, block: lr.block, id: int32(id), minTriggers: lr.minTriggers}
+		if count > 1 && hi-lo >= int64(max(lr.window, 1)) {
+			// The actor was away a whole window: only lo and hi are known
+			// to be event times.
+			a.pend.lost.Add(uint64(count - 2))
+			r.at = lo
+			changed = a.apply(&r, track) || changed
+			count = 1
+		}
+		// count events at one instant with threshold m trigger once per m
+		// and leave count mod m behind: m + count mod m events do the same.
+		m := int64(min(max(lr.minTriggers, 1), int32(a.state.k)))
+		if count >= m {
+			count = m + count%m
+		}
+		r.at = hi
+		for range count {
+			changed = a.apply(&r, track) || changed
+		}
+	}
+	return changed, n
+}
+
 // publish stores a new snapshot of the state for readers.
 func (a *Actor) publish() {
 	a.snap.Store(a.state.Snapshot())
 	a.published++
 }
 
-// apply applies a batch of reports to the state and reports whether a
-// deadline changed; with track it records each change for logChanges.
-func (a *Actor) apply(batch []report, track bool) (changed bool) {
+// apply applies one report to the state and reports whether a deadline
+// changed; with track it records the change for logChanges.
+func (a *Actor) apply(r *report, track bool) (changed bool) {
 	s := a.state
-	for i := range batch {
-		r := &batch[i]
-		id := int(r.id)
-		k := RetryAfter
-		if r.minTriggers > 0 {
-			k = Latency
-		}
-		prev := s.deadline(k, id)
-		var c bool
-		if k == RetryAfter {
-			c = s.BlockRetryAfter(id, r.at)
-		} else {
-			_, _, c = s.latencyEvent(id, r.at, int(r.minTriggers), r.window, r.block)
-		}
-		if c {
-			changed = true
-			if track {
-				a.changes = append(a.changes, change{id: id, kind: k, prev: prev, until: s.deadline(k, id)})
-			}
-		}
+	id := int(r.id)
+	k := RetryAfter
+	if r.minTriggers > 0 {
+		k = Latency
+	}
+	prev := s.deadline(k, id)
+	if k == RetryAfter {
+		changed = s.BlockRetryAfter(id, r.at)
+	} else {
+		_, _, changed = s.latencyEvent(id, r.at, int(r.minTriggers), r.window, r.block)
+	}
+	if changed && track {
+		a.changes = append(a.changes, change{id: id, kind: k, prev: prev, until: s.deadline(k, id)})
 	}
 	return changed
 }
 
-// logChanges logs the transitions collected by apply. Nothing here runs on
-// a request goroutine; with a disabled level it costs a Check per change.
+// logChanges logs the transitions collected by apply and calls onBlock for
+// each block created. A change whose previous deadline was still ahead of
+// the actor's clock extends a live block; any other creates one, so a block
+// created and extended in one batch is created once, and a deadline already
+// past is not announced at all. Nothing here runs on a
+// request goroutine; with a disabled level a log line costs a Check.
 func (a *Actor) logChanges() {
 	if len(a.changes) == 0 {
 		return
 	}
 	now := a.clock.Now().UnixNano()
 	for _, c := range a.changes {
+		if c.until <= now {
+			// A deadline already past by the actor's clock (a late report,
+			// or clocks apart) blocks nothing: nothing to announce.
+			continue
+		}
 		lvl, msg := zapcore.InfoLevel, "block created"
-		if c.prev > now {
+		created := c.prev <= now
+		if created {
+			a.since[c.kind][c.id] = now
+		} else {
 			lvl, msg = zapcore.DebugLevel, "block extended"
 		}
+		d := time.Duration(c.until - now)
 		if ce := a.log.Check(lvl, msg); ce != nil {
 			ce.Write(
 				zap.String("id", a.state.names[c.id]),
+				zap.String("scope", a.scope(c.id)),
+				zap.String("apply_to", "global"),
 				zap.Stringer("kind", c.kind),
 				zap.Time("until", time.Unix(0, c.until)),
-				zap.Duration("duration", time.Duration(c.until-now)),
+				zap.Duration("duration", d),
 			)
+		}
+		if created && a.onBlock != nil {
+			a.onBlock(a.state.names[c.id], c.kind, d)
 		}
 	}
 	a.changes = a.changes[:0]
+}
+
+// scope names what an identifier is, in the words of the configuration's
+// scope key.
+func (a *Actor) scope(id int) string {
+	if id < a.state.nt {
+		return "target"
+	}
+	return "provider"
 }
 
 // expire drops ended blocks as of the actor's clock, logs them and, if
@@ -321,13 +484,43 @@ func (a *Actor) expire() int64 {
 	}
 	a.publish()
 	for _, b := range ex {
+		since := a.since[b.Kind][b.ID]
+		a.since[b.Kind][b.ID] = 0
 		if ce := a.log.Check(zapcore.InfoLevel, "block expired"); ce != nil {
-			ce.Write(
+			fields := [...]zap.Field{
 				zap.String("id", b.Name),
+				zap.String("scope", a.scope(b.ID)),
+				zap.String("apply_to", "global"),
 				zap.Stringer("kind", b.Kind),
 				zap.Time("until", time.Unix(0, b.Until)),
-			)
+				zap.Duration("duration", time.Duration(b.Until-since)),
+			}
+			if since == 0 || since > b.Until {
+				// Created before anything tracked it: only its deadline is
+				// known.
+				ce.Write(fields[:5]...)
+				continue
+			}
+			ce.Write(fields[:]...)
 		}
 	}
 	return now
+}
+
+// warnDropped logs at warn how many reports were dropped since it last
+// did, if any were, at most once every DropLogInterval by the actor's
+// clock.
+func (a *Actor) warnDropped(now int64) {
+	total := a.Dropped()
+	if total == a.warnedDropped || (a.warnedAt != 0 && now-a.warnedAt < int64(DropLogInterval)) {
+		return
+	}
+	if ce := a.log.Check(zapcore.WarnLevel, "health reports dropped"); ce != nil {
+		ce.Write(
+			zap.Uint64("dropped", total-a.warnedDropped),
+			zap.Uint64("total", total),
+			zap.Uint64("coalesced", a.Coalesced()),
+		)
+	}
+	a.warnedDropped, a.warnedAt = total, now
 }

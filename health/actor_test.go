@@ -13,8 +13,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/reroute-go/reroute/actor"
 )
 
 // testCtx returns a context that ends the test's wait after a while instead
@@ -164,10 +162,10 @@ func TestActorStop(t *testing.T) {
 		if s.Lookup(tGPT4o, now).Blocked(now) {
 			t.Fatal("a refused report must not be applied")
 		}
-		if err := a.Sync(ctx); !errors.Is(err, actor.ErrStopped) {
+		if err := a.Sync(ctx); !errors.Is(err, ErrStopped) {
 			t.Fatalf("Sync after Stop: %v", err)
 		}
-		if _, err := a.Blocks(ctx); !errors.Is(err, actor.ErrStopped) {
+		if _, err := a.Blocks(ctx); !errors.Is(err, ErrStopped) {
 			t.Fatalf("Blocks after Stop: %v", err)
 		}
 	})
@@ -206,22 +204,24 @@ func TestActorInvalidIDsDropped(t *testing.T) {
 	}
 }
 
-func TestActorFullBufferDrops(t *testing.T) {
+func TestActorFullBufferCoalesces(t *testing.T) {
 	// Without its goroutine the actor never drains, so the buffer fills
 	// deterministically.
 	a := newActor(testCompiled(t), withStripes(1), WithBuffer(4))
-	accepted := 0
 	for i := range 10 {
-		if a.ReportRetryAfter(tGPT4o, int64(i+1)) {
-			accepted++
+		if !a.ReportRetryAfter(tGPT4o, int64(i+1)) {
+			t.Fatalf("report %d refused: a full buffer must coalesce, not drop", i)
 		}
 	}
-	if accepted != 4 || a.Dropped() != 6 {
-		t.Fatalf("accepted %d, dropped %d; want 4 and 6", accepted, a.Dropped())
+	if a.Dropped() != 0 || a.Coalesced() != 6 {
+		t.Fatalf("dropped %d, coalesced %d; want 0 and 6", a.Dropped(), a.Coalesced())
 	}
 	a.drain(true)
-	if a.state.deadline(RetryAfter, tGPT4o) == 0 {
-		t.Fatal("the accepted reports must be applied by the drain")
+	if got := a.state.deadline(RetryAfter, tGPT4o); got != 10 {
+		t.Fatalf("deadline %d, want the latest reported, 10", got)
+	}
+	if a.ReportRetryAfter(tGPT4o, 11) || a.Dropped() != 1 {
+		t.Fatal("after the final drain reports must be refused and counted")
 	}
 }
 

@@ -33,9 +33,12 @@
 // (ReportRetryAfter with the capped deadline) and a latency event
 // (ReportLatency with the rule of the policy that measured it). A success
 // within the threshold sends nothing. The engine guarantees this; it is
-// what keeps the actor idle on a healthy path. Reports are fire-and-forget:
-// when the buffer is full they are dropped and counted in Dropped, never
-// waited on, and a dropped report only delays a block until the next one.
+// what keeps the actor idle on a healthy path. Reports are fire-and-forget
+// and never waited on: when the buffer is full they are coalesced per
+// identifier into a pending table the actor drains (Coalesced counts
+// them), so a burst loses no Retry-After and no latency trigger. What can
+// still be lost (see Dropped) is counted and logged at warn, rate-limited.
+// WithOnBlock observes every block created.
 //
 // # Usage
 //

@@ -15,6 +15,11 @@ const (
 	// DefaultExpiryInterval is how often the actor drops ended blocks by
 	// default.
 	DefaultExpiryInterval = time.Second
+	// DropLogInterval is the least time between two "health reports
+	// dropped" warnings of an actor, by its clock; each carries the count
+	// since the one before. The actor checks at every expiry tick and at
+	// Stop.
+	DropLogInterval = 10 * time.Second
 )
 
 // defaultRest is how long the actor leaves the doorbell unanswered after a
@@ -30,6 +35,7 @@ type Option func(*options)
 type options struct {
 	clock    clock.Clock
 	log      *zap.Logger
+	onBlock  func(name string, kind Kind, d time.Duration)
 	buffer   int
 	interval time.Duration
 	stripes  int // 0 = from GOMAXPROCS; set by tests and benchmarks only
@@ -53,8 +59,13 @@ func WithClock(c clock.Clock) Option {
 }
 
 // WithLogger sets the logger on which the actor logs block transitions:
-// created (info), extended (debug), expired (info). nil keeps the default,
-// zap.NewNop().
+// created (info), extended (debug), expired (info), each with the fields
+// id (target id or provider name), scope ("target" or "provider"),
+// apply_to ("global": the actor holds only shared blocks), kind, until and
+// duration (created and extended: the time left; expired: how long the
+// block lasted, left out when the actor did not see it start), and, at
+// most once every DropLogInterval, "health reports dropped" (warn) with the
+// count since the last one. nil keeps the default, zap.NewNop().
 func WithLogger(l *zap.Logger) Option {
 	return func(o *options) {
 		if l != nil {
@@ -63,10 +74,31 @@ func WithLogger(l *zap.Logger) Option {
 	}
 }
 
+// WithOnBlock sets a function the actor calls once for every block it
+// creates: whenever an identifier that had no live block of a kind gets
+// one (a Retry-After, or a latency trigger reached). name is the target id
+// or provider name, kind the block's kind, and d its duration from now by
+// the actor's clock. Extending a live block (a later Retry-After, another
+// trigger while blocked) calls nothing.
+//
+// f runs on the actor's goroutine, after the snapshot holding the block is
+// published, one call at a time: it needs no locking against itself, but
+// whatever it shares with other goroutines must be safe for concurrent
+// use. It must be quick and must not block: while it runs the actor applies
+// no reports (they wait in the buffers, then coalesce, never block their
+// callers) and Sync, Blocks and Stop wait for it. It must not call Sync,
+// Blocks or Stop of the same actor, which would wait for itself; Snapshot
+// and the Report methods are fine. A typical f increments a metric. nil
+// (the default) calls nothing.
+func WithOnBlock(f func(name string, kind Kind, d time.Duration)) Option {
+	return func(o *options) { o.onBlock = f }
+}
+
 // WithBuffer sets how many reports may wait for the actor, summed over all
 // stripes (each stripe gets an equal share, at least 1). When a stripe is
-// full further reports into it are dropped and counted. n ≤ 0 keeps
-// DefaultBuffer.
+// full further reports into it are coalesced per identifier into a pending
+// table (see Actor.Coalesced), which costs more per report but loses no
+// Retry-After. n ≤ 0 keeps DefaultBuffer.
 func WithBuffer(n int) Option {
 	return func(o *options) {
 		if n > 0 {

@@ -6,8 +6,8 @@ import "sync"
 //
 // The zero value is ready to use and means "not started". Stopping and Done
 // may be called at any time, even before Start, and always return the same
-// channel for a given Lifecycle, so they can be captured early (for example to
-// bind a [Mailbox]).
+// channel for a given Lifecycle, so they can be captured early (for example
+// by a reporter that must refuse once Stop is called).
 //
 // All methods are safe for concurrent use. Lifecycle owns and closes both of
 // its channels; callers only receive from them. A Lifecycle must not be copied
