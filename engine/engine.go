@@ -109,6 +109,19 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 		e.health = o.health
 	} else {
 		hopts := []health.Option{health.WithClock(o.clock), health.WithLogger(o.logger)}
+		if f := o.hooks.Block; f != nil {
+			// Shared blocks are told by the actor, once per block created,
+			// on its goroutine: a panicking hook must not take it down.
+			log := o.logger
+			hopts = append(hopts, health.WithOnBlock(func(name string, k health.Kind, d time.Duration) {
+				defer func() {
+					if r := recover(); r != nil {
+						log.Error("reroute block hook panicked", zap.String("id", name), zap.Any("panic", r))
+					}
+				}()
+				f(name, k, d)
+			}))
+		}
 		e.actor = health.New(c, hopts...)
 		e.health = actorHealth{e.actor}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,5 +143,42 @@ model_providers:
 	fields := created[0].ContextMap()
 	if fields["apply_to"] != "request" || fields["scope"] != "model" || fields["duration"] != 30*time.Second || fields["id"] != gpt {
 		t.Errorf("block log fields %v", fields)
+	}
+}
+
+// A shared block is told once, by the actor, however many requests
+// reported the Retry-After that made it.
+func TestBlockHookOncePerSharedBlock(t *testing.T) {
+	var mu sync.Mutex
+	var names []string
+	e := mustEngine(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy: {fallback_models: [anthropic/claude-3-5-sonnet], default_strategy: different_provider, default_max_attempts: 2}
+  - model: anthropic/claude-3-5-sonnet
+`, WithHooks(Hooks{Block: func(id string, _ health.Kind, _ time.Duration) {
+		mu.Lock()
+		names = append(names, id)
+		mu.Unlock()
+	}}))
+	ctx := testContext(t)
+	call := func(_ context.Context, a Attempt) policy.Outcome {
+		if a.Target == gpt {
+			return policy.Outcome{Status: 429, Header: map[string][]string{"Retry-After": {"30"}}}
+		}
+		return policy.Outcome{Status: 200}
+	}
+	for range 3 { // the first blocks gpt; the next two skip it
+		if _, err := e.Do(ctx, gpt, call); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Actor().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(names) != 1 || names[0] != gpt {
+		t.Fatalf("Block hook calls %v, want one for %s", names, gpt)
 	}
 }

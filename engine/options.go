@@ -68,7 +68,9 @@ func WithRand(src rand.Source) Option {
 }
 
 // WithHooks sets callbacks a host can export as metrics. They run on the
-// request's goroutine and must be quick and safe for concurrent use.
+// request's goroutine (Block also on the health actor's, see Hooks) and
+// must be quick and safe for concurrent use. A hook that panics ends its
+// request with a *PanicError (on the actor it is logged and ignored).
 func WithHooks(h Hooks) Option {
 	return func(o *options) { o.hooks = h }
 }
@@ -89,13 +91,18 @@ type Hooks struct {
 	Retry func(RetryEvent)
 	// Exhausted is called once for every exhausted request.
 	Exhausted func(Reason)
-	// Block is called when the request reports a block-creating fact:
-	// a Retry-After (kind health.RetryAfter, with its capped duration) or
-	// a latency event (kind health.Latency, with the block duration it
-	// would create).
+	// Block is called once per block created, with the blocked
+	// identifier (a target id or a provider name), the kind and how long
+	// the block lasts: for a shared block (apply_to: global) by the health
+	// actor, on its goroutine, whichever requests reported the facts; for a
+	// request's own block (apply_to: request) on that request's goroutine.
+	// Extending a live block calls nothing, and neither do facts that
+	// create no block (a latency event under min_triggers). Under
+	// WithHealth only request blocks are told.
 	Block func(id string, kind health.Kind, d time.Duration)
 	// Latency is called with every latency measurement the policy compares
-	// with a threshold.
+	// with a threshold (on_high_latency), over the threshold or not; a
+	// stream measured in total is measured when it ends (Result.End).
 	Latency func(target string, d time.Duration)
 }
 
