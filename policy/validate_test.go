@@ -330,17 +330,17 @@ engine:
 		{"wrong scalar type", withPolicy(`default_max_attempts: two`), []want{
 			{rp + ".default_max_attempts", 4, "cannot unmarshal"},
 		}},
-		{"wrong type inside a flow mapping names the mapping", withPolicy(`
+		{"wrong type inside a flow mapping names the field", withPolicy(`
 on_status_codes:
   - {codes: [429], strategy: same_model, max_attempts: x}`), []want{
-			{rp + ".on_status_codes[0]", 5, "cannot unmarshal"},
+			{rp + ".on_status_codes[0].max_attempts", 5, "cannot unmarshal !!str `x` into int"},
 		}},
-		{"bad code type inside a flow list names the list", withPolicy(`
+		{"bad code type inside a flow list names the item", withPolicy(`
 on_status_codes:
   - codes: [429, [500]]
     strategy: same_model
     max_attempts: 2`), []want{
-			{rp + ".on_status_codes[0].codes", 5, "a status code must be an integer"},
+			{rp + ".on_status_codes[0].codes[1]", 5, "a status code must be an integer"},
 		}},
 		{"non-integer code", withPolicy(`
 on_status_codes:
@@ -351,7 +351,10 @@ on_status_codes:
 			{rp + ".on_status_codes[0].codes[0]", 6, `status code "0x1AD" is not an integer`},
 		}},
 		{"mapping expected", withPolicy(`backoff: [same_model]`), []want{
-			{rp + ".backoff", 4, "cannot unmarshal"},
+			{rp + ".backoff", 4, "expected a mapping, found a list"},
+		}},
+		{"list expected", withPolicy(`fallback_models: anthropic/claude-3-5-sonnet`), []want{
+			{rp + ".fallback_models", 4, `expected a list, found the value "anthropic/claude-3-5-sonnet"`},
 		}},
 		{"fraction where a whole number is required", withPolicy(`
 default_max_attempts: 2.5
@@ -548,7 +551,7 @@ func TestErrorReportsEveryProblem(t *testing.T) {
 	if !strings.HasPrefix(msg, "reroute: invalid configuration (10 problems):\n  ") || strings.Count(msg, "\n  ") != 10 {
 		t.Errorf("error text:\n%s", msg)
 	}
-	if !strings.Contains(msg, "\n  model_providers[1].retry_policy.max_retry_duration_ms (model anthropic/claude-3-5-sonnet, line 15): must be greater than 0, got 0") {
+	if !strings.Contains(msg, "\n  line 15: model_providers[1].retry_policy.max_retry_duration_ms: (model anthropic/claude-3-5-sonnet) must be greater than 0, got 0") {
 		t.Errorf("error text lacks a rendered problem:\n%s", msg)
 	}
 }
@@ -558,9 +561,9 @@ func TestProblemString(t *testing.T) {
 		p    Problem
 		want string
 	}{
-		{Problem{Path: "a.b", Model: "x/y", Line: 3, Message: "m"}, "a.b (model x/y, line 3): m"},
-		{Problem{Path: "a.b", Model: "x/y", Message: "m"}, "a.b (model x/y): m"},
-		{Problem{Path: "engine.x", Line: 7, Message: "m"}, "engine.x (line 7): m"},
+		{Problem{Path: "a.b", Model: "x/y", Line: 3, Message: "m"}, "line 3: a.b: (model x/y) m"},
+		{Problem{Path: "a.b", Model: "x/y", Message: "m"}, "a.b: (model x/y) m"},
+		{Problem{Path: "engine.x", Line: 7, Message: "m"}, "line 7: engine.x: m"},
 		{Problem{Path: "engine.x", Message: "m"}, "engine.x: m"},
 		{Problem{Line: 4, Message: "m"}, "line 4: m"},
 		{Problem{Message: "m"}, "m"},
