@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -152,7 +153,7 @@ on_high_latency:
   min_triggers: 0
   strategy: different_provider
   max_attempts: 2`), []want{
-			{rp + ".on_high_latency.min_triggers", 6, "must be at least 1, got 0"},
+			{rp + ".on_high_latency.min_triggers", 6, "must be between 1 and 1000, got 0"},
 		}},
 		{"on_high_latency required keys", withPolicy(`
 on_high_latency:
@@ -266,7 +267,7 @@ engine:
 `, []want{
 			{"engine.retry_budget.percent", 5, "must be between 0 and 100, got 101"},
 			{"engine.retry_budget.min_per_second", 6, "got -1"},
-			{"engine.retry_budget.window", 7, "must be at least 1s, got 500ms"},
+			{"engine.retry_budget.window", 7, "must be between 1s and 1h0m0s (the budget keeps a counter per second of it), got 500ms"},
 		}},
 		{"retry budget not a number", `model_providers:
   - model: openai/gpt-4o
@@ -951,5 +952,93 @@ func TestFinalizeExpandsOnce(t *testing.T) {
 		if got := cfg.ModelProviders[0].AccessKey; got != "sk-abc$def" {
 			t.Fatalf("after Finalize #%d the key is %q, want %q", i+1, got, "sk-abc$def")
 		}
+	}
+}
+
+// TestValidationUpperBounds: every setting that becomes a duration, and
+// min_triggers, has an upper bound; the bound itself is accepted and
+// compiles to the duration written, one more is refused with its path and
+// value. Values used to be accepted and to wrap around when multiplied by
+// their unit (max_retry_after_seconds: 18446744074 became 290 ms).
+func TestValidationUpperBounds(t *testing.T) {
+	lat := "on_high_latency:\n  threshold_ms: %d\n  strategy: different_provider\n  max_attempts: 2"
+	fields := []struct {
+		path string
+		line int
+		body string // %d is the value
+		max  int
+		msg  string // the message for max+1, with %d for the value
+		got  func(r *Rules) time.Duration
+	}{
+		{".retry_after_handling.max_retry_after_seconds", 5, "retry_after_handling:\n  max_retry_after_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.RetryAfter.Max }},
+		{".on_high_latency.block_duration_seconds", 8, "on_high_latency:\n  threshold_ms: 2000\n  strategy: different_provider\n  max_attempts: 2\n  block_duration_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Block }},
+		{".on_high_latency.trigger_window_seconds", 8, "on_high_latency:\n  threshold_ms: 2000\n  strategy: different_provider\n  max_attempts: 2\n  trigger_window_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Window }},
+		{".on_high_latency.threshold_ms", 5, lat,
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Threshold }},
+		{".max_retry_duration_ms", 4, "max_retry_duration_ms: %d",
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Budget }},
+		{".backoff.max_ms", 6, "backoff:\n  apply_to: global\n  max_ms: %d",
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Backoff.Max }},
+		{".backoff.base_ms", 6, "backoff:\n  apply_to: global\n  base_ms: %d\n  max_ms: 86400000",
+			MaxMilliseconds - 1, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Backoff.Base }},
+	}
+	for _, f := range fields {
+		t.Run(f.path[1:], func(t *testing.T) {
+			cfg, _ := mustParse(t, withPolicy(fmt.Sprintf(f.body, f.max)))
+			unit := time.Second
+			if strings.HasSuffix(f.path, "_ms") {
+				unit = time.Millisecond
+			}
+			if got, want := f.got(cfg.Compiled().Rules[0]), time.Duration(f.max)*unit; got != want {
+				t.Errorf("%d compiles to %v, want %v", f.max, got, want)
+			}
+			for _, v := range []int{MaxMilliseconds + 1, 18446744074, math.MaxInt64} {
+				if v <= f.max {
+					continue
+				}
+				got := parseError(t, withPolicy(fmt.Sprintf(f.body, v)))
+				wants := []want{{rp + f.path, f.line, fmt.Sprintf(f.msg, v)}}
+				if f.path == ".backoff.base_ms" {
+					wants = append(wants, want{rp + ".backoff.max_ms", 7, "must be greater than base_ms"})
+				}
+				checkProblems(t, "errors", got, wants)
+			}
+		})
+	}
+	checkProblems(t, "errors", parseError(t, withPolicy(fmt.Sprintf(lat, 1)+"\n  min_triggers: 1001\n  trigger_window_seconds: 60")),
+		[]want{{rp + ".on_high_latency.min_triggers", 8, "must be between 1 and 1000, got 1001"}})
+	cfg, _ := mustParse(t, withPolicy(fmt.Sprintf(lat, 2000)+"\n  min_triggers: 1000\n  trigger_window_seconds: 60"))
+	if got := cfg.Compiled().Rules[0].Latency.MinTriggers; got != MaxMinTriggers {
+		t.Errorf("min_triggers %d", got)
+	}
+}
+
+// TestTimeoutUpperBounds: timeouts are at most a day, the retry budget's
+// window at most an hour.
+func TestTimeoutUpperBounds(t *testing.T) {
+	src := `model_providers:
+  - model: openai/gpt-4o
+    timeouts:
+      attempt: 24h
+      idle: 24h0m0.001s
+engine:
+  retry_budget:
+    window: 3601
+  timeouts:
+    connect: 86401
+    headers: 2562047h
+`
+	checkProblems(t, "errors", parseError(t, src), []want{
+		{"model_providers[0].timeouts.idle", 5, "must be at most 24h0m0s (one day), got 24h0m0.001s"},
+		{"engine.retry_budget.window", 8, "must be between 1s and 1h0m0s (the budget keeps a counter per second of it), got 1h0m1s"},
+		{"engine.timeouts.connect", 10, "must be at most 24h0m0s (one day), got 24h0m1s"},
+		{"engine.timeouts.headers", 11, "must be at most 24h0m0s (one day), got 2562047h0m0s"},
+	})
+	cfg, _ := mustParse(t, "model_providers:\n  - model: openai/gpt-4o\nengine:\n  retry_budget:\n    window: 1h\n  timeouts:\n    attempt: 86400\n")
+	if cfg.Engine.RetryBudget.Window.D() != time.Hour || cfg.Compiled().Limits[0].Attempt != 24*time.Hour {
+		t.Errorf("window %v, attempt %v", cfg.Engine.RetryBudget.Window.D(), cfg.Compiled().Limits[0].Attempt)
 	}
 }
