@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -205,6 +206,10 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			k.errorf(fp, "a fallback model must not be empty")
 		case !strings.Contains(fb, "/"):
 			k.errorf(fp, "fallback %q must be a target id of the form provider/model", fb)
+		case fb == mp.Model:
+			// The primary is always attempted first, and a fallback is
+			// never a target the request has already tried.
+			k.warnf(fp, "fallback %q is this entry's own model; a request never falls back to its primary, so it is skipped (to retry the primary, use strategy same_model or same_model_retries)", fb)
 		case k.configured(fb) < 0:
 			k.warnf(fp, "fallback %q is not a configured model; it will be skipped", fb)
 		}
@@ -223,7 +228,11 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 
 	// Every strategy the policy uses, to warn when one has no target.
 	strategies := []strategyAt{{p + ".default_strategy", rp.DefaultStrategy}}
-	firstSeen := map[int]string{}
+	type listed struct {
+		entry string // the on_status_codes entry that lists the code first
+		spec  int    // the index in its codes
+	}
+	firstSeen := map[int]listed{}
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
 		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
@@ -237,14 +246,27 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 				k.errorf(cpath, "%s", bad)
 				continue
 			}
+			// Codes this entry already lists: one warning for the
+			// spec, not one per code, since a repeated range is one
+			// slip however many codes it spans.
+			var again []int
+			earlier := -1
 			for code := lo; code <= hi; code++ {
-				if prev, dup := firstSeen[code]; dup {
-					if prev != rpath {
-						k.warnf(cpath, "status code %d is already listed in %s, which wins; this entry never applies to it", code, prev)
+				prev, dup := firstSeen[code]
+				switch {
+				case !dup:
+					firstSeen[code] = listed{rpath, c}
+				case prev.entry != rpath:
+					k.warnf(cpath, "status code %d is already listed in %s, which wins; this entry never applies to it", code, prev.entry)
+				default:
+					again = append(again, code)
+					if earlier < 0 {
+						earlier = prev.spec
 					}
-					continue
 				}
-				firstSeen[code] = rpath
+			}
+			if len(again) > 0 {
+				k.warnf(cpath, "%s already listed at codes[%d] of this entry; listing a code twice changes nothing", codeList(again), earlier)
 			}
 		}
 		k.strategy(rpath+".strategy", r.Strategy, true)
@@ -484,4 +506,26 @@ func ProviderOf(target string) string {
 		return target[:i]
 	}
 	return target
+}
+
+// codeList renders ascending status codes for a message, runs as ranges:
+// "status code 429", "status codes 500-504, 507".
+func codeList(codes []int) string {
+	var parts []string
+	for i := 0; i < len(codes); {
+		j := i
+		for j+1 < len(codes) && codes[j+1] == codes[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", codes[i], codes[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(codes[i]))
+		}
+		i = j + 1
+	}
+	if len(codes) == 1 {
+		return "status code " + parts[0] + " is"
+	}
+	return "status codes " + strings.Join(parts, ", ") + " are"
 }

@@ -638,6 +638,7 @@ on_status_codes:
 			{rp + ".on_status_codes[1].codes[0]", 8, "status code 429 is already listed in " + rp + ".on_status_codes[0]"},
 			{rp + ".on_status_codes[1].codes[2]", 8, "status code 501 is already listed in " + rp + ".on_status_codes[0]"},
 			{rp + ".on_status_codes[1].codes[2]", 8, "status code 502 is already listed in " + rp + ".on_status_codes[0]"},
+			{rp + ".on_status_codes[1].codes[2]", 8, "status code 503 is already listed at codes[1] of this entry"},
 			{rp + ".on_status_codes[2].codes[0]", 11, "status code 503 is already listed in " + rp + ".on_status_codes[1]"},
 			{rp + ".on_status_codes[2].codes[1]", 11, "status code 503 is already listed in " + rp + ".on_status_codes[1]"},
 		}},
@@ -1040,5 +1041,47 @@ engine:
 	cfg, _ := mustParse(t, "model_providers:\n  - model: openai/gpt-4o\nengine:\n  retry_budget:\n    window: 1h\n  timeouts:\n    attempt: 86400\n")
 	if cfg.Engine.RetryBudget.Window.D() != time.Hour || cfg.Compiled().Limits[0].Attempt != 24*time.Hour {
 		t.Errorf("window %v, attempt %v", cfg.Engine.RetryBudget.Window.D(), cfg.Compiled().Limits[0].Attempt)
+	}
+}
+
+// TestWarnFallbackIsPrimary: a fallback equal to the entry's own model is
+// never used; it is a warning, and the other fallbacks are kept.
+func TestWarnFallbackIsPrimary(t *testing.T) {
+	cfg, warns := mustParse(t, withPolicy("fallback_models: [openai/gpt-4o, anthropic/claude-3-5-sonnet]"))
+	checkProblems(t, "warnings", warns, []want{
+		{rp + ".fallback_models[0]", 4, `fallback "openai/gpt-4o" is this entry's own model`},
+	})
+	if fb := cfg.Compiled().Rules[0].Fallbacks; len(fb) != 2 || fb[1] != 2 {
+		t.Errorf("fallbacks %v", fb)
+	}
+}
+
+// TestWarnCodeTwiceInOneEntry: a code listed twice in one on_status_codes
+// entry, as a code or inside a range, is one warning per repeating spec.
+func TestWarnCodeTwiceInOneEntry(t *testing.T) {
+	oc := rp + ".on_status_codes[0]"
+	tests := []struct {
+		codes string
+		want  []want
+	}{
+		{`[429, 429]`, []want{{oc + ".codes[1]", 5, "status code 429 is already listed at codes[0] of this entry"}}},
+		{`[500, "500-504"]`, []want{{oc + ".codes[1]", 5, "status code 500 is already listed at codes[0] of this entry"}}},
+		{`["500-504", 502, "501-507"]`, []want{
+			{oc + ".codes[1]", 5, "status code 502 is already listed at codes[0] of this entry"},
+			{oc + ".codes[2]", 5, "status codes 501-504 are already listed at codes[0] of this entry"},
+		}},
+		{`[429, "500-502", 503, "502-503", 504]`, []want{
+			{oc + ".codes[3]", 5, "status codes 502-503 are already listed at codes[1] of this entry"},
+		}},
+		{`[429, 500, "501-504"]`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.codes, func(t *testing.T) {
+			_, warns := mustParse(t, withPolicy("on_status_codes:\n  - codes: "+tt.codes+"\n    strategy: same_model\n    max_attempts: 2"))
+			checkProblems(t, "warnings", warns, tt.want)
+		})
+	}
+	if got := codeList([]int{500, 501, 502, 507, 509, 510}); got != "status codes 500-502, 507, 509-510 are" {
+		t.Errorf("codeList = %q", got)
 	}
 }
