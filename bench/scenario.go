@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/reroute-go/reroute/internal/yamlkeys"
 	"github.com/reroute-go/reroute/policy"
 )
 
@@ -186,15 +186,10 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 	if doc.Kind != yaml.MappingNode {
 		return fail(Problem{Line: doc.Line, Message: "a scenario must be a mapping with config, workload and upstreams keys"})
 	}
-	s := newStrict()
-	s.walk(doc, reflect.TypeOf(rawScenario{}), "")
+	s := &strict{}
 	var raw rawScenario
-	if err := doc.Decode(&raw); err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return fail(Problem{Message: err.Error()})
-		}
-		s.typeErrors(te)
+	if err := s.decode(doc, &raw); err != nil {
+		return fail(append(s.probs, Problem{Line: doc.Line, Message: err.Error()})...)
 	}
 	if len(s.probs) > 0 {
 		// Values that failed to decode would only cause confusing
@@ -252,16 +247,10 @@ func ParseScenario(file string, data []byte) (*Scenario, error) {
 	return sc, nil
 }
 
+// configProblem puts a problem of the configuration under the config key.
 func configProblem(p policy.Problem) Problem {
-	path := "config"
-	if p.Path != "" {
-		path += "." + p.Path
-	}
-	msg := p.Message
-	if p.Model != "" {
-		msg = "(model " + p.Model + ") " + msg
-	}
-	return Problem{Path: path, Line: p.Line, Message: msg}
+	p.Path = yamlkeys.Join("config", p.Path)
+	return p
 }
 
 func sortProblems(p []Problem) []Problem {
@@ -325,7 +314,7 @@ func (sc *Scenario) upstreams(s *strict, raw map[string]*rawUpstream, index map[
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		p := "upstreams[" + quote(name) + "]"
+		p := yamlkeys.Key("upstreams", name)
 		i, ok := index[name]
 		if !ok {
 			s.add(p, s.line(p), "%q is not a configured model (configured: %s)", name, strings.Join(sc.Targets, ", "))
@@ -347,7 +336,7 @@ func (sc *Scenario) upstreams(s *strict, raw map[string]*rawUpstream, index map[
 		}
 		prev := time.Duration(-1)
 		for j, rp := range r.Phases {
-			pp := fmt.Sprintf("%s.phases[%d]", p, j)
+			pp := yamlkeys.Index(p+".phases", j)
 			ph := Phase{Status: http.StatusOK, Share: 1, Latency: u.Latency, Hang: rp.Hang, Reset: rp.Reset}
 			if rp.At != nil {
 				ph.At = rp.At.D()
@@ -402,8 +391,6 @@ func (sc *Scenario) upstreams(s *strict, raw map[string]*rawUpstream, index map[
 		}
 	}
 }
-
-func quote(s string) string { return `"` + s + `"` }
 
 // latency reads a latency mapping over base: a key left out inherits base's
 // value, except that a total left out keeps base's body time (total − ttfb)

@@ -254,3 +254,40 @@ func TestNewConfigFinalizedOnce(t *testing.T) {
 		t.Error("NewConfig of a Scenario not parsed: no error")
 	}
 }
+
+// TestParseScenarioPathsAndLines: a scenario's decoding problems name the
+// exact item, also inside flow collections, and an upstream whose name
+// needs quoting keeps its line (the path the checks built used to quote
+// the name differently from the decoder, so its line was lost).
+func TestParseScenarioPathsAndLines(t *testing.T) {
+	_, err := ParseScenario("bad.yaml", doc(
+		"config:",
+		"  model_providers: [{model: openai/gpt-4o}]",
+		"workload: {model: openai/gpt-4o, requests: 10, rate: 5}",
+		"upstreams:",
+		"  openai/gpt-4o:", // 5
+		"    phases: [{at: 1s}, {at: soon}, 5, {status: 2.5}]",
+	))
+	msg := err.Error()
+	for _, w := range []string{
+		`line 6: upstreams["openai/gpt-4o"].phases[1].at: invalid duration "soon"`,
+		`line 6: upstreams["openai/gpt-4o"].phases[2]: expected a mapping, found the value "5"`,
+		`line 6: upstreams["openai/gpt-4o"].phases[3].status: 2.5 is not a whole number`,
+		"(3 problems)",
+	} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error lacks %q:\n%s", w, msg)
+		}
+	}
+
+	_, err = ParseScenario("bad.yaml", doc(
+		"config:",
+		"  model_providers: [{model: openai/gpt-4o}]",
+		"workload: {model: openai/gpt-4o, requests: 10, rate: 5}",
+		"upstreams:",
+		`  'say "hi"': {}`, // 5
+	))
+	if w := `line 5: upstreams["say \"hi\""]: "say \"hi\"" is not a configured model`; err == nil || !strings.Contains(err.Error(), w) {
+		t.Errorf("error lacks %q:\n%v", w, err)
+	}
+}

@@ -6,10 +6,12 @@ import (
 )
 
 // Problem is one finding about a configuration: where it is and what is
-// wrong. Errors and warnings share it.
+// wrong. Errors and warnings share it, and so do the scenario files of
+// package bench, which embed a configuration.
 type Problem struct {
 	// Path is the field path, e.g.
-	// "model_providers[0].retry_policy.backoff.max_ms".
+	// "model_providers[0].retry_policy.backoff.max_ms"; "" for a problem
+	// of the whole document.
 	Path string
 	// Model is the model of the provider entry the path is in, when known.
 	Model string
@@ -20,23 +22,22 @@ type Problem struct {
 	Message string
 }
 
-// String renders the problem on one line: path, model and line, then the
-// message.
+// String renders the problem on one line, leaving out what is unknown:
+//
+//	line 9: model_providers[0].retry_policy.backoff.apply_to: (model openai/gpt-4o) backoff requires apply_to: …
+//
+// The line comes first so that problems sorted by line read top down.
 func (p Problem) String() string {
 	var b strings.Builder
-	b.WriteString(p.Path)
-	switch {
-	case p.Path == "" && p.Line > 0: // a problem of the whole document
-		fmt.Fprintf(&b, "line %d", p.Line)
-	case p.Model != "" && p.Line > 0:
-		fmt.Fprintf(&b, " (model %s, line %d)", p.Model, p.Line)
-	case p.Model != "":
-		fmt.Fprintf(&b, " (model %s)", p.Model)
-	case p.Line > 0:
-		fmt.Fprintf(&b, " (line %d)", p.Line)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", p.Line)
 	}
-	if b.Len() > 0 {
+	if p.Path != "" {
+		b.WriteString(p.Path)
 		b.WriteString(": ")
+	}
+	if p.Model != "" {
+		fmt.Fprintf(&b, "(model %s) ", p.Model)
 	}
 	b.WriteString(p.Message)
 	return b.String()

@@ -72,7 +72,7 @@ type want struct {
 	msg  string
 }
 
-func (w want) String() string { return fmt.Sprintf("%s (line %d): …%s…", w.path, w.line, w.msg) }
+func (w want) String() string { return fmt.Sprintf("line %d: %s: …%s…", w.line, w.path, w.msg) }
 
 // checkProblems fails unless got holds exactly the wanted problems, in any
 // order.

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
-	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -69,21 +67,16 @@ func parseNode(root *yaml.Node) (*Config, []Warning, error) {
 	if doc.Kind != yaml.MappingNode {
 		return nil, nil, &Error{Problems: []Problem{{Line: doc.Line, Message: "the configuration must be a mapping with a model_providers key"}}}
 	}
-	idx := &lineIndex{lines: map[string]int{}, byLine: map[int]string{}}
-	var probs []Problem
-	walk(doc, reflect.TypeOf(Config{}), "", idx, &probs)
-
 	var cfg Config
-	if err := doc.Decode(&cfg); err != nil {
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, nil, &Error{Problems: []Problem{{Message: err.Error()}}}
-		}
-		for _, msg := range te.Errors {
-			probs = append(probs, idx.fromYAML(msg))
-		}
+	lines, decoded, err := yamlkeys.Decode(doc, &cfg)
+	probs := make([]Problem, len(decoded))
+	for i, p := range decoded {
+		probs[i] = Problem{Path: p.Path, Line: p.Line, Message: p.Message}
 	}
-	warns, err := finalize(&cfg, idx.line)
+	if err != nil {
+		return nil, nil, &Error{Problems: append(probs, Problem{Line: doc.Line, Message: err.Error()})}
+	}
+	warns, err := finalize(&cfg, lines.Line)
 	if len(probs) == 0 {
 		if err != nil {
 			return nil, warns, err
@@ -91,8 +84,8 @@ func parseNode(root *yaml.Node) (*Config, []Warning, error) {
 		return &cfg, warns, nil
 	}
 	// Report decoding problems together with validation problems, except
-	// those about a field that failed to decode: its zero value is not what
-	// the user wrote.
+	// those about a field that failed to decode: it holds its zero value,
+	// not what the user wrote. The same goes for warnings.
 	attachModels(&cfg, probs)
 	var verr *Error
 	if errors.As(err, &verr) {
@@ -102,50 +95,22 @@ func parseNode(root *yaml.Node) (*Config, []Warning, error) {
 			}
 		}
 	}
+	warns = slices.DeleteFunc(warns, func(w Warning) bool { return coveredBy(w.Path, probs) })
 	slices.SortStableFunc(probs, func(a, b Problem) int { return a.Line - b.Line })
 	return nil, warns, &Error{Problems: probs}
 }
 
-// coveredBy reports whether a validation problem at path is about a field
-// that failed to decode: the field itself, a field inside it, or a
-// collection holding it (a list whose element failed is decoded short).
+// coveredBy reports whether a validation problem at path is about a value
+// that failed to decode: the value itself or a field inside it. Decoding
+// keeps every list at its length (a bad item decodes as its zero value),
+// so the problems of the other items keep their paths and are not covered.
 func coveredBy(path string, probs []Problem) bool {
 	for _, p := range probs {
-		if p.Path != "" && (path == p.Path || under(path, p.Path) || under(p.Path, path)) {
+		if p.Path != "" && (path == p.Path || under(path, p.Path)) {
 			return true
 		}
 	}
 	return false
-}
-
-// lineIndex remembers the line of every field path of a YAML document, so
-// that validation, which works on Go values, can name lines.
-type lineIndex struct {
-	lines  map[string]int
-	byLine map[int]string
-	shared map[int]bool // lines holding sibling fields; see setLine
-}
-
-func (x *lineIndex) line(path string) int { return yamlkeys.Line(x.lines, path) }
-
-// setLine records that path is written on line. yaml.v3 type errors name a
-// line but no column, so a line names the deepest path written on it (what
-// a type error on a block-style line is about), or, when a flow collection
-// puts several sibling fields on one line, their nearest common ancestor:
-// naming one sibling would blame a field that may be fine.
-func (x *lineIndex) setLine(line int, path string) {
-	prev, ok := x.byLine[line]
-	switch {
-	case !ok || (under(path, prev) && !x.shared[line]):
-		x.byLine[line] = path
-	case prev == path || under(path, prev) || under(prev, path):
-	default:
-		x.byLine[line] = yamlkeys.Common(prev, path)
-		if x.shared == nil {
-			x.shared = map[int]bool{}
-		}
-		x.shared[line] = true
-	}
 }
 
 // under reports whether path is strictly inside ancestor.
@@ -153,78 +118,6 @@ func under(path, ancestor string) bool {
 	return len(path) > len(ancestor) && strings.HasPrefix(path, ancestor) &&
 		(path[len(ancestor)] == '.' || path[len(ancestor)] == '[')
 }
-
-var lineMsg = regexp.MustCompile(`^line (\d+): (.*)$`)
-
-// fromYAML turns a yaml.v3 type error ("line 7: cannot unmarshal …") into a
-// Problem with the field path recorded for that line.
-func (x *lineIndex) fromYAML(msg string) Problem {
-	m := lineMsg.FindStringSubmatch(msg)
-	if m == nil {
-		return Problem{Message: msg}
-	}
-	line, _ := strconv.Atoi(m[1])
-	text := strings.ReplaceAll(m[2], "policy.", "")
-	return Problem{Path: x.byLine[line], Line: line, Message: text}
-}
-
-// walk checks every mapping key of n against the yaml tags of t (strict
-// decoding that names the path, not just the line) and records lines.
-func walk(n *yaml.Node, t reflect.Type, path string, idx *lineIndex, probs *[]Problem) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	if path != "" {
-		if _, ok := idx.lines[path]; !ok {
-			idx.lines[path] = n.Line
-		}
-		idx.setLine(n.Line, path)
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		return
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return // the decoder reports the type mismatch
-		}
-		fields := yamlkeys.Fields(t)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := yamlkeys.Join(path, k.Value)
-			f, ok := fields[k.Value]
-			if !ok {
-				*probs = append(*probs, Problem{Path: p, Line: k.Line, Message: yamlkeys.Unknown(k.Value, fields)})
-				continue
-			}
-			idx.lines[p] = k.Line
-			idx.setLine(k.Line, p)
-			walk(v, f, p, idx, probs)
-			idx.lines[p] = k.Line
-		}
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			return
-		}
-		for i, item := range n.Content {
-			walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), idx, probs)
-		}
-	case reflect.Int:
-		// yaml.v3 truncates a float decoded into an int (2.5 becomes 2);
-		// strict decoding refuses a fraction. 2.0 and 1e3 are whole
-		// numbers and stay accepted, as JSON Schema's integer does.
-		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" {
-			if f, err := strconv.ParseFloat(n.Value, 64); err == nil && f != math.Trunc(f) {
-				*probs = append(*probs, Problem{Path: path, Line: n.Line, Message: fmt.Sprintf("%s is not a whole number", n.Value)})
-			}
-		}
-	}
-}
-
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 func attachModels(cfg *Config, probs []Problem) {
 	for i := range probs {

@@ -192,3 +192,99 @@ config:
 		t.Fatalf("ParseNode: %v", err)
 	}
 }
+
+// TestBadItemsHideNothing: a value of the wrong type in a list is reported
+// at its own index, and the other items are still decoded and validated
+// under their own indices. Decoding used to drop the bad item, which
+// shifted the later ones; their problems were then dropped as "about a
+// value that failed to decode" or reported under the wrong index.
+func TestBadItemsHideNothing(t *testing.T) {
+	oc := rp + ".on_status_codes"
+	tests := []struct {
+		name string
+		body string
+		want []want
+	}{
+		{"flow list of codes", `
+on_status_codes:
+  - codes: [429, [500], 600, "5xx"]
+    strategy: same_model
+    max_attempts: 2`, []want{
+			{oc + "[0].codes[1]", 5, "a status code must be an integer"},
+			{oc + "[0].codes[2]", 5, "status code 600 is outside 100-599"},
+			{oc + "[0].codes[3]", 5, `range "5xx" is malformed`},
+		}},
+		{"block list of codes", `
+on_status_codes:
+  - codes:
+      - 0x1AD
+      - 600
+      - 429
+    strategy: same_model
+    max_attempts: 2`, []want{
+			{oc + "[0].codes[0]", 6, `status code "0x1AD" is not an integer`},
+			{oc + "[0].codes[1]", 7, "status code 600 is outside 100-599"},
+		}},
+		{"flow list of fallbacks", `fallback_models: [[a], "", nope]`, []want{
+			{rp + ".fallback_models[0]", 4, "cannot unmarshal !!seq into string"},
+			{rp + ".fallback_models[1]", 4, "must not be empty"},
+			{rp + ".fallback_models[2]", 4, `fallback "nope" must be a target id`},
+		}},
+		{"block list of fallbacks", `
+fallback_models:
+  - [a]
+  - ""
+  - nope`, []want{
+			{rp + ".fallback_models[0]", 5, "cannot unmarshal !!seq into string"},
+			{rp + ".fallback_models[1]", 6, "must not be empty"},
+			{rp + ".fallback_models[2]", 7, `fallback "nope" must be a target id`},
+		}},
+		{"entry that is not a mapping", `
+on_status_codes:
+  - 5
+  - codes: [600]
+    strategy: nope
+    max_attempts: 2`, []want{
+			{oc + "[0]", 5, `expected a mapping, found the value "5"`},
+			{oc + "[1].codes[0]", 6, "status code 600 is outside 100-599"},
+			{oc + "[1].strategy", 7, `unknown strategy "nope"`},
+		}},
+		{"entry with a bad value", `
+on_status_codes:
+  - {codes: [429, 99], strategy: same_model, max_attempts: x}
+  - codes: 429
+    strategy: same_model
+    max_attempts: 2
+  - codes: [600]
+    strategy: nope
+    max_attempts: 2`, []want{
+			{oc + "[0].codes[1]", 5, "status code 99 is outside 100-599"},
+			{oc + "[0].max_attempts", 5, "cannot unmarshal !!str `x` into int"},
+			{oc + "[1].codes", 6, `expected a list, found the value "429"`},
+			{oc + "[2].codes[0]", 9, "status code 600 is outside 100-599"},
+			{oc + "[2].strategy", 10, `unknown strategy "nope"`},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkProblems(t, "errors", parseError(t, withPolicy(tt.body)), tt.want)
+		})
+	}
+}
+
+// TestParseNodeLeavesTheNode: decoding works on a copy; the caller's node
+// (a scenario parses its config key again for every run) is unchanged, bad
+// values included.
+func TestParseNodeLeavesTheNode(t *testing.T) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(withPolicy("fallback_models: [[a], nope]\nbackof: {}")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := yaml.Marshal(&doc)
+	if _, _, err := ParseNode(&doc); err == nil {
+		t.Fatal("no error")
+	}
+	if after, _ := yaml.Marshal(&doc); !bytes.Equal(before, after) {
+		t.Errorf("ParseNode modified its node:\n%s\n---\n%s", before, after)
+	}
+}

@@ -447,7 +447,7 @@ func TestPatternInvalidBackoffWithoutApplyTo(t *testing.T) {
 	if p := perr.Problems[0]; p.Model != primary {
 		t.Errorf("problem model = %q, want %q", p.Model, primary)
 	}
-	if msg := err.Error(); !strings.Contains(msg, rp+".backoff.apply_to (model openai/gpt-4o, line 9)") {
+	if msg := err.Error(); !strings.Contains(msg, "line 9: "+rp+".backoff.apply_to: (model openai/gpt-4o) ") {
 		t.Errorf("error text does not name the path, model and line:\n%s", msg)
 	}
 }

@@ -96,9 +96,7 @@ func ParseRetryAfter(status int, h http.Header, now time.Time, limit time.Durati
 	return hint
 }
 
-// exhausted reports whether a remaining header says the dimension is used
-// up; an absent header counts as exhausted, so a lone reset header on a 429
-// is still used.
+// first returns the first value of a header, or "" when it is absent.
 func first(vs []string) string {
 	if len(vs) == 0 {
 		return ""
@@ -106,6 +104,9 @@ func first(vs []string) string {
 	return vs[0]
 }
 
+// exhausted reports whether a remaining header says the dimension is used
+// up; an absent header counts as exhausted, so a lone reset header on a 429
+// is still used.
 func exhausted(remaining string) bool {
 	return remaining == "" || remaining == "0"
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,6 +26,35 @@ const (
 	DefaultHeadersTimeout       = 30 * time.Second
 	DefaultFirstTokenTimeout    = 30 * time.Second
 	DefaultIdleTimeout          = 30 * time.Second
+)
+
+// Upper bounds of numeric settings. Each is far beyond what a user means
+// (nobody waits a day for one LLM request), and each keeps the arithmetic
+// and the memory that follow from a value safe: a count of seconds or
+// milliseconds times its unit stays far inside time.Duration (a bare
+// 18446744074 seconds would wrap around to 290 ms), and what is sized from a
+// setting stays small.
+const (
+	// MaxSeconds bounds the settings counted in seconds:
+	// max_retry_after_seconds, block_duration_seconds and
+	// trigger_window_seconds. One day.
+	MaxSeconds = 24 * 60 * 60
+	// MaxMilliseconds bounds the settings counted in milliseconds:
+	// threshold_ms, backoff base_ms and max_ms, max_retry_duration_ms.
+	// One day.
+	MaxMilliseconds = MaxSeconds * 1000
+	// MaxTimeout bounds every key of timeouts, in the engine block and a
+	// provider's.
+	MaxTimeout = 24 * time.Hour
+	// MaxBudgetWindow bounds engine.retry_budget.window: the budget keeps
+	// one counter per second of its window.
+	MaxBudgetWindow = time.Hour
+	// MaxMinTriggers bounds on_high_latency.min_triggers. The health
+	// state keeps a ring of that many event times (8 bytes each) for
+	// every target and provider, so a million would cost 8 MB per
+	// identifier; a thousand slow answers inside one window is already
+	// far past any reading of "repeatedly slow".
+	MaxMinTriggers = 1000
 )
 
 // Finalize fills defaults, expands environment references in access_key,
@@ -149,6 +179,25 @@ func (k *checker) positive(path string, v *int, required bool) {
 	}
 }
 
+// seconds checks a positive count of seconds, bounded by MaxSeconds.
+func (k *checker) seconds(path string, v *int, required bool) {
+	k.positive(path, v, required)
+	k.atMost(path, v, MaxSeconds, "seconds (one day)")
+}
+
+// millis checks a positive count of milliseconds, bounded by
+// MaxMilliseconds.
+func (k *checker) millis(path string, v *int, required bool) {
+	k.positive(path, v, required)
+	k.atMost(path, v, MaxMilliseconds, "ms (one day)")
+}
+
+func (k *checker) atMost(path string, v *int, limit int, unit string) {
+	if v != nil && *v > limit {
+		k.errorf(path, "must be at most %d %s, got %d", limit, unit, *v)
+	}
+}
+
 func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	for j, fb := range rp.FallbackModels {
 		fp := fmt.Sprintf("%s.fallback_models[%d]", p, j)
@@ -157,6 +206,10 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			k.errorf(fp, "a fallback model must not be empty")
 		case !strings.Contains(fb, "/"):
 			k.errorf(fp, "fallback %q must be a target id of the form provider/model", fb)
+		case fb == mp.Model:
+			// The primary is always attempted first, and a fallback is
+			// never a target the request has already tried.
+			k.warnf(fp, "fallback %q is this entry's own model; a request never falls back to its primary, so it is skipped (to retry the primary, use strategy same_model or same_model_retries)", fb)
 		case k.configured(fb) < 0:
 			k.warnf(fp, "fallback %q is not a configured model; it will be skipped", fb)
 		}
@@ -175,7 +228,11 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 
 	// Every strategy the policy uses, to warn when one has no target.
 	strategies := []strategyAt{{p + ".default_strategy", rp.DefaultStrategy}}
-	firstSeen := map[int]string{}
+	type listed struct {
+		entry string // the on_status_codes entry that lists the code first
+		spec  int    // the index in its codes
+	}
+	firstSeen := map[int]listed{}
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
 		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
@@ -189,14 +246,27 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 				k.errorf(cpath, "%s", bad)
 				continue
 			}
+			// Codes this entry already lists: one warning for the
+			// spec, not one per code, since a repeated range is one
+			// slip however many codes it spans.
+			var again []int
+			earlier := -1
 			for code := lo; code <= hi; code++ {
-				if prev, dup := firstSeen[code]; dup {
-					if prev != rpath {
-						k.warnf(cpath, "status code %d is already listed in %s, which wins; this entry never applies to it", code, prev)
+				prev, dup := firstSeen[code]
+				switch {
+				case !dup:
+					firstSeen[code] = listed{rpath, c}
+				case prev.entry != rpath:
+					k.warnf(cpath, "status code %d is already listed in %s, which wins; this entry never applies to it", code, prev.entry)
+				default:
+					again = append(again, code)
+					if earlier < 0 {
+						earlier = prev.spec
 					}
-					continue
 				}
-				firstSeen[code] = rpath
+			}
+			if len(again) > 0 {
+				k.warnf(cpath, "%s already listed at codes[%d] of this entry; listing a code twice changes nothing", codeList(again), earlier)
 			}
 		}
 		k.strategy(rpath+".strategy", r.Strategy, true)
@@ -219,7 +289,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	}
 	if h := rp.OnHighLatency; h != nil {
 		hp := p + ".on_high_latency"
-		k.positive(hp+".threshold_ms", h.ThresholdMs, true)
+		k.millis(hp+".threshold_ms", h.ThresholdMs, true)
 		if h.ThresholdMs != nil && *h.ThresholdMs > 0 && *h.ThresholdMs < 1000 {
 			k.warnf(hp+".threshold_ms", "threshold %d ms is under 1000 ms; most LLM answers take longer and will count as slow", *h.ThresholdMs)
 		}
@@ -229,20 +299,20 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		if h.Measure != MeasureTTFB && h.Measure != MeasureTotal {
 			k.errorf(hp+".measure", "unknown measure %q: use ttfb or total", h.Measure)
 		}
-		if h.MinTriggers != nil && *h.MinTriggers < 1 {
-			k.errorf(hp+".min_triggers", "must be at least 1, got %d", *h.MinTriggers)
+		if h.MinTriggers != nil && (*h.MinTriggers < 1 || *h.MinTriggers > MaxMinTriggers) {
+			k.errorf(hp+".min_triggers", "must be between 1 and %d, got %d", MaxMinTriggers, *h.MinTriggers)
 		}
 		setDefault(&h.MinTriggers, DefaultMinTriggers)
 		switch {
 		case h.TriggerWindowSeconds == nil && *h.MinTriggers > 1:
 			k.errorf(hp+".trigger_window_seconds", "is required when min_triggers is greater than 1")
-		case h.TriggerWindowSeconds != nil && *h.TriggerWindowSeconds <= 0:
-			k.errorf(hp+".trigger_window_seconds", "must be greater than 0, got %d", *h.TriggerWindowSeconds)
+		case h.TriggerWindowSeconds != nil:
+			k.seconds(hp+".trigger_window_seconds", h.TriggerWindowSeconds, false)
 		}
 		setDefault(&h.TriggerWindowSeconds, DefaultTriggerWindowSeconds)
 		k.strategy(hp+".strategy", h.Strategy, true)
 		k.positive(hp+".max_attempts", h.MaxAttempts, true)
-		k.positive(hp+".block_duration_seconds", h.BlockDurationSeconds, false)
+		k.seconds(hp+".block_duration_seconds", h.BlockDurationSeconds, false)
 		setDefault(&h.BlockDurationSeconds, DefaultBlockDurationSeconds)
 		if h.Scope == "" {
 			h.Scope = ScopeModel
@@ -267,7 +337,8 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		case b.ApplyTo != BackoffSameModel && b.ApplyTo != BackoffSameProvider && b.ApplyTo != BackoffGlobal:
 			k.errorf(bp+".apply_to", "unknown apply_to %q: use same_model, same_provider or global", b.ApplyTo)
 		}
-		k.positive(bp+".base_ms", b.BaseMs, false)
+		k.millis(bp+".base_ms", b.BaseMs, false)
+		k.atMost(bp+".max_ms", b.MaxMs, MaxMilliseconds, "ms (one day)")
 		setDefault(&b.BaseMs, DefaultBackoffBaseMs)
 		setDefault(&b.MaxMs, DefaultBackoffMaxMs)
 		if *b.MaxMs <= *b.BaseMs {
@@ -301,12 +372,12 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		ra.ApplyTo = ApplyGlobal
 	}
 	k.applyTo(rap+".apply_to", ra.ApplyTo)
-	k.positive(rap+".max_retry_after_seconds", ra.MaxRetryAfterSeconds, false)
+	k.seconds(rap+".max_retry_after_seconds", ra.MaxRetryAfterSeconds, false)
 	setDefault(&ra.MaxRetryAfterSeconds, DefaultMaxRetryAfterSeconds)
 	if ra.Scope == ScopeProvider && rp.DefaultStrategy == SameModel {
 		k.warnf(rap+".scope", "a provider-scoped Retry-After block with default_strategy same_model blocks the very target the retry needs")
 	}
-	k.positive(p+".max_retry_duration_ms", rp.MaxRetryDurationMs, false)
+	k.millis(p+".max_retry_duration_ms", rp.MaxRetryDurationMs, false)
 
 	for _, s := range strategies {
 		if s.s.valid() && s.s != SameModel && !k.hasAlternative(mp.Model, s.s) {
@@ -362,8 +433,12 @@ func (k *checker) timeouts(p string, t *Timeouts) {
 		name string
 		d    *Duration
 	}{{"connect", t.Connect}, {"headers", t.Headers}, {"first_token", t.FirstToken}, {"idle", t.Idle}, {"attempt", t.Attempt}} {
-		if f.d != nil && *f.d < 0 {
+		switch {
+		case f.d == nil:
+		case *f.d < 0:
 			k.errorf(p+"."+f.name, "must not be negative, got %s", time.Duration(*f.d))
+		case *f.d > Duration(MaxTimeout):
+			k.errorf(p+"."+f.name, "must be at most %s (one day), got %s", MaxTimeout, time.Duration(*f.d))
 		}
 	}
 }
@@ -403,8 +478,8 @@ func (k *checker) engine() {
 		w := Duration(DefaultBudgetWindow)
 		b.Window = &w
 	}
-	if *b.Window < Duration(time.Second) {
-		k.errorf("engine.retry_budget.window", "must be at least 1s, got %s", time.Duration(*b.Window))
+	if *b.Window < Duration(time.Second) || *b.Window > Duration(MaxBudgetWindow) {
+		k.errorf("engine.retry_budget.window", "must be between 1s and %s (the budget keeps a counter per second of it), got %s", MaxBudgetWindow, time.Duration(*b.Window))
 	}
 	if e.Timeouts == nil {
 		e.Timeouts = &Timeouts{}
@@ -431,4 +506,26 @@ func ProviderOf(target string) string {
 		return target[:i]
 	}
 	return target
+}
+
+// codeList renders ascending status codes for a message, runs as ranges:
+// "status code 429", "status codes 500-504, 507".
+func codeList(codes []int) string {
+	var parts []string
+	for i := 0; i < len(codes); {
+		j := i
+		for j+1 < len(codes) && codes[j+1] == codes[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", codes[i], codes[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(codes[i]))
+		}
+		i = j + 1
+	}
+	if len(codes) == 1 {
+		return "status code " + parts[0] + " is"
+	}
+	return "status codes " + strings.Join(parts, ", ") + " are"
 }

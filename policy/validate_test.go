@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -152,7 +153,7 @@ on_high_latency:
   min_triggers: 0
   strategy: different_provider
   max_attempts: 2`), []want{
-			{rp + ".on_high_latency.min_triggers", 6, "must be at least 1, got 0"},
+			{rp + ".on_high_latency.min_triggers", 6, "must be between 1 and 1000, got 0"},
 		}},
 		{"on_high_latency required keys", withPolicy(`
 on_high_latency:
@@ -266,7 +267,7 @@ engine:
 `, []want{
 			{"engine.retry_budget.percent", 5, "must be between 0 and 100, got 101"},
 			{"engine.retry_budget.min_per_second", 6, "got -1"},
-			{"engine.retry_budget.window", 7, "must be at least 1s, got 500ms"},
+			{"engine.retry_budget.window", 7, "must be between 1s and 1h0m0s (the budget keeps a counter per second of it), got 500ms"},
 		}},
 		{"retry budget not a number", `model_providers:
   - model: openai/gpt-4o
@@ -330,17 +331,17 @@ engine:
 		{"wrong scalar type", withPolicy(`default_max_attempts: two`), []want{
 			{rp + ".default_max_attempts", 4, "cannot unmarshal"},
 		}},
-		{"wrong type inside a flow mapping names the mapping", withPolicy(`
+		{"wrong type inside a flow mapping names the field", withPolicy(`
 on_status_codes:
   - {codes: [429], strategy: same_model, max_attempts: x}`), []want{
-			{rp + ".on_status_codes[0]", 5, "cannot unmarshal"},
+			{rp + ".on_status_codes[0].max_attempts", 5, "cannot unmarshal !!str `x` into int"},
 		}},
-		{"bad code type inside a flow list names the list", withPolicy(`
+		{"bad code type inside a flow list names the item", withPolicy(`
 on_status_codes:
   - codes: [429, [500]]
     strategy: same_model
     max_attempts: 2`), []want{
-			{rp + ".on_status_codes[0].codes", 5, "a status code must be an integer"},
+			{rp + ".on_status_codes[0].codes[1]", 5, "a status code must be an integer"},
 		}},
 		{"non-integer code", withPolicy(`
 on_status_codes:
@@ -351,7 +352,10 @@ on_status_codes:
 			{rp + ".on_status_codes[0].codes[0]", 6, `status code "0x1AD" is not an integer`},
 		}},
 		{"mapping expected", withPolicy(`backoff: [same_model]`), []want{
-			{rp + ".backoff", 4, "cannot unmarshal"},
+			{rp + ".backoff", 4, "expected a mapping, found a list"},
+		}},
+		{"list expected", withPolicy(`fallback_models: anthropic/claude-3-5-sonnet`), []want{
+			{rp + ".fallback_models", 4, `expected a list, found the value "anthropic/claude-3-5-sonnet"`},
 		}},
 		{"fraction where a whole number is required", withPolicy(`
 default_max_attempts: 2.5
@@ -548,7 +552,7 @@ func TestErrorReportsEveryProblem(t *testing.T) {
 	if !strings.HasPrefix(msg, "reroute: invalid configuration (10 problems):\n  ") || strings.Count(msg, "\n  ") != 10 {
 		t.Errorf("error text:\n%s", msg)
 	}
-	if !strings.Contains(msg, "\n  model_providers[1].retry_policy.max_retry_duration_ms (model anthropic/claude-3-5-sonnet, line 15): must be greater than 0, got 0") {
+	if !strings.Contains(msg, "\n  line 15: model_providers[1].retry_policy.max_retry_duration_ms: (model anthropic/claude-3-5-sonnet) must be greater than 0, got 0") {
 		t.Errorf("error text lacks a rendered problem:\n%s", msg)
 	}
 }
@@ -558,9 +562,9 @@ func TestProblemString(t *testing.T) {
 		p    Problem
 		want string
 	}{
-		{Problem{Path: "a.b", Model: "x/y", Line: 3, Message: "m"}, "a.b (model x/y, line 3): m"},
-		{Problem{Path: "a.b", Model: "x/y", Message: "m"}, "a.b (model x/y): m"},
-		{Problem{Path: "engine.x", Line: 7, Message: "m"}, "engine.x (line 7): m"},
+		{Problem{Path: "a.b", Model: "x/y", Line: 3, Message: "m"}, "line 3: a.b: (model x/y) m"},
+		{Problem{Path: "a.b", Model: "x/y", Message: "m"}, "a.b: (model x/y) m"},
+		{Problem{Path: "engine.x", Line: 7, Message: "m"}, "line 7: engine.x: m"},
 		{Problem{Path: "engine.x", Message: "m"}, "engine.x: m"},
 		{Problem{Line: 4, Message: "m"}, "line 4: m"},
 		{Problem{Message: "m"}, "m"},
@@ -634,6 +638,7 @@ on_status_codes:
 			{rp + ".on_status_codes[1].codes[0]", 8, "status code 429 is already listed in " + rp + ".on_status_codes[0]"},
 			{rp + ".on_status_codes[1].codes[2]", 8, "status code 501 is already listed in " + rp + ".on_status_codes[0]"},
 			{rp + ".on_status_codes[1].codes[2]", 8, "status code 502 is already listed in " + rp + ".on_status_codes[0]"},
+			{rp + ".on_status_codes[1].codes[2]", 8, "status code 503 is already listed at codes[1] of this entry"},
 			{rp + ".on_status_codes[2].codes[0]", 11, "status code 503 is already listed in " + rp + ".on_status_codes[1]"},
 			{rp + ".on_status_codes[2].codes[1]", 11, "status code 503 is already listed in " + rp + ".on_status_codes[1]"},
 		}},
@@ -948,5 +953,135 @@ func TestFinalizeExpandsOnce(t *testing.T) {
 		if got := cfg.ModelProviders[0].AccessKey; got != "sk-abc$def" {
 			t.Fatalf("after Finalize #%d the key is %q, want %q", i+1, got, "sk-abc$def")
 		}
+	}
+}
+
+// TestValidationUpperBounds: every setting that becomes a duration, and
+// min_triggers, has an upper bound; the bound itself is accepted and
+// compiles to the duration written, one more is refused with its path and
+// value. Values used to be accepted and to wrap around when multiplied by
+// their unit (max_retry_after_seconds: 18446744074 became 290 ms).
+func TestValidationUpperBounds(t *testing.T) {
+	lat := "on_high_latency:\n  threshold_ms: %d\n  strategy: different_provider\n  max_attempts: 2"
+	fields := []struct {
+		path string
+		line int
+		body string // %d is the value
+		max  int
+		msg  string // the message for max+1, with %d for the value
+		got  func(r *Rules) time.Duration
+	}{
+		{".retry_after_handling.max_retry_after_seconds", 5, "retry_after_handling:\n  max_retry_after_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.RetryAfter.Max }},
+		{".on_high_latency.block_duration_seconds", 8, "on_high_latency:\n  threshold_ms: 2000\n  strategy: different_provider\n  max_attempts: 2\n  block_duration_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Block }},
+		{".on_high_latency.trigger_window_seconds", 8, "on_high_latency:\n  threshold_ms: 2000\n  strategy: different_provider\n  max_attempts: 2\n  trigger_window_seconds: %d",
+			MaxSeconds, "must be at most 86400 seconds (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Window }},
+		{".on_high_latency.threshold_ms", 5, lat,
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Latency.Threshold }},
+		{".max_retry_duration_ms", 4, "max_retry_duration_ms: %d",
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.MaxRetryDuration }},
+		{".backoff.max_ms", 6, "backoff:\n  apply_to: global\n  max_ms: %d",
+			MaxMilliseconds, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Backoff.Max }},
+		{".backoff.base_ms", 6, "backoff:\n  apply_to: global\n  base_ms: %d\n  max_ms: 86400000",
+			MaxMilliseconds - 1, "must be at most 86400000 ms (one day), got %d", func(r *Rules) time.Duration { return r.Backoff.Base }},
+	}
+	for _, f := range fields {
+		t.Run(f.path[1:], func(t *testing.T) {
+			cfg, _ := mustParse(t, withPolicy(fmt.Sprintf(f.body, f.max)))
+			unit := time.Second
+			if strings.HasSuffix(f.path, "_ms") {
+				unit = time.Millisecond
+			}
+			if got, want := f.got(cfg.Compiled().Rules[0]), time.Duration(f.max)*unit; got != want {
+				t.Errorf("%d compiles to %v, want %v", f.max, got, want)
+			}
+			for _, v := range []int{MaxMilliseconds + 1, 18446744074, math.MaxInt64} {
+				if v <= f.max {
+					continue
+				}
+				got := parseError(t, withPolicy(fmt.Sprintf(f.body, v)))
+				wants := []want{{rp + f.path, f.line, fmt.Sprintf(f.msg, v)}}
+				if f.path == ".backoff.base_ms" {
+					wants = append(wants, want{rp + ".backoff.max_ms", 7, "must be greater than base_ms"})
+				}
+				checkProblems(t, "errors", got, wants)
+			}
+		})
+	}
+	checkProblems(t, "errors", parseError(t, withPolicy(fmt.Sprintf(lat, 1)+"\n  min_triggers: 1001\n  trigger_window_seconds: 60")),
+		[]want{{rp + ".on_high_latency.min_triggers", 8, "must be between 1 and 1000, got 1001"}})
+	cfg, _ := mustParse(t, withPolicy(fmt.Sprintf(lat, 2000)+"\n  min_triggers: 1000\n  trigger_window_seconds: 60"))
+	if got := cfg.Compiled().Rules[0].Latency.MinTriggers; got != MaxMinTriggers {
+		t.Errorf("min_triggers %d", got)
+	}
+}
+
+// TestTimeoutUpperBounds: timeouts are at most a day, the retry budget's
+// window at most an hour.
+func TestTimeoutUpperBounds(t *testing.T) {
+	src := `model_providers:
+  - model: openai/gpt-4o
+    timeouts:
+      attempt: 24h
+      idle: 24h0m0.001s
+engine:
+  retry_budget:
+    window: 3601
+  timeouts:
+    connect: 86401
+    headers: 2562047h
+`
+	checkProblems(t, "errors", parseError(t, src), []want{
+		{"model_providers[0].timeouts.idle", 5, "must be at most 24h0m0s (one day), got 24h0m0.001s"},
+		{"engine.retry_budget.window", 8, "must be between 1s and 1h0m0s (the budget keeps a counter per second of it), got 1h0m1s"},
+		{"engine.timeouts.connect", 10, "must be at most 24h0m0s (one day), got 24h0m1s"},
+		{"engine.timeouts.headers", 11, "must be at most 24h0m0s (one day), got 2562047h0m0s"},
+	})
+	cfg, _ := mustParse(t, "model_providers:\n  - model: openai/gpt-4o\nengine:\n  retry_budget:\n    window: 1h\n  timeouts:\n    attempt: 86400\n")
+	if cfg.Engine.RetryBudget.Window.D() != time.Hour || cfg.Compiled().Limits[0].Attempt != 24*time.Hour {
+		t.Errorf("window %v, attempt %v", cfg.Engine.RetryBudget.Window.D(), cfg.Compiled().Limits[0].Attempt)
+	}
+}
+
+// TestWarnFallbackIsPrimary: a fallback equal to the entry's own model is
+// never used; it is a warning, and the other fallbacks are kept.
+func TestWarnFallbackIsPrimary(t *testing.T) {
+	cfg, warns := mustParse(t, withPolicy("fallback_models: [openai/gpt-4o, anthropic/claude-3-5-sonnet]"))
+	checkProblems(t, "warnings", warns, []want{
+		{rp + ".fallback_models[0]", 4, `fallback "openai/gpt-4o" is this entry's own model`},
+	})
+	if fb := cfg.Compiled().Rules[0].Fallbacks; len(fb) != 2 || fb[1] != 2 {
+		t.Errorf("fallbacks %v", fb)
+	}
+}
+
+// TestWarnCodeTwiceInOneEntry: a code listed twice in one on_status_codes
+// entry, as a code or inside a range, is one warning per repeating spec.
+func TestWarnCodeTwiceInOneEntry(t *testing.T) {
+	oc := rp + ".on_status_codes[0]"
+	tests := []struct {
+		codes string
+		want  []want
+	}{
+		{`[429, 429]`, []want{{oc + ".codes[1]", 5, "status code 429 is already listed at codes[0] of this entry"}}},
+		{`[500, "500-504"]`, []want{{oc + ".codes[1]", 5, "status code 500 is already listed at codes[0] of this entry"}}},
+		{`["500-504", 502, "501-507"]`, []want{
+			{oc + ".codes[1]", 5, "status code 502 is already listed at codes[0] of this entry"},
+			{oc + ".codes[2]", 5, "status codes 501-504 are already listed at codes[0] of this entry"},
+		}},
+		{`[429, "500-502", 503, "502-503", 504]`, []want{
+			{oc + ".codes[3]", 5, "status codes 502-503 are already listed at codes[1] of this entry"},
+		}},
+		{`[429, 500, "501-504"]`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.codes, func(t *testing.T) {
+			_, warns := mustParse(t, withPolicy("on_status_codes:\n  - codes: "+tt.codes+"\n    strategy: same_model\n    max_attempts: 2"))
+			checkProblems(t, "warnings", warns, tt.want)
+		})
+	}
+	if got := codeList([]int{500, 501, 502, 507, 509, 510}); got != "status codes 500-502, 507, 509-510 are" {
+		t.Errorf("codeList = %q", got)
 	}
 }

@@ -1,7 +1,12 @@
-// Package yamlkeys holds what strict YAML decoding needs to name an unknown
-// key well: the keys a Go type accepts, and a message that suggests the
-// nearest one. policy (configuration files) and bench (scenario files)
-// share it.
+// Package yamlkeys is the strict YAML decoding that policy (configuration
+// files) and bench (scenario files) share, so that both name a problem the
+// same way: Decode reports every unknown key, repeated key and value of the
+// wrong type with its field path and line, and records the line of every
+// path for the checks that run on the decoded Go values.
+//
+// Paths are written as in Go: fields joined by ".", list items as [i], map
+// values as ["key"]: model_providers[0].retry_policy.backoff.max_ms,
+// upstreams["openai/gpt-4o"].phases[1].share.
 package yamlkeys
 
 import (
@@ -76,38 +81,4 @@ func closeTo(a, b string) bool {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)] <= 2
-}
-
-// Line returns the line recorded for path, or for its nearest enclosing
-// path: a key left out (a required one, or one a default filled) has no
-// line of its own, so the enclosing key's line is the best to point at. 0
-// when none is recorded.
-func Line(lines map[string]int, path string) int {
-	for path != "" {
-		if l, ok := lines[path]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			return 0
-		}
-		path = path[:i]
-	}
-	return 0
-}
-
-// Common returns the longest field path that is a or b or contains both:
-// "x.a[0].b" and "x.a[0].c" give "x.a[0]".
-func Common(a, b string) string {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	boundary := func(s string, i int) bool { return i == len(s) || s[i] == '.' || s[i] == '[' }
-	for ; n > 0; n-- {
-		if boundary(a, n) && boundary(b, n) {
-			return a[:n]
-		}
-	}
-	return ""
 }

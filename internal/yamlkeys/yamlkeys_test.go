@@ -30,23 +30,20 @@ func TestUnknown(t *testing.T) {
 }
 
 func TestLine(t *testing.T) {
-	lines := map[string]int{"a": 3, "a.b[0]": 7}
-	for path, want := range map[string]int{"a": 3, "a.b[0]": 7, "a.b[0].c": 7, "a.b[1].c": 3, "z.y": 0, "": 0} {
-		if got := Line(lines, path); got != want {
+	lines := Lines{"a": 3, "a.b[0]": 7, `m["x.y[1]"]`: 9}
+	for path, want := range map[string]int{
+		"a": 3, "a.b[0]": 7, "a.b[0].c": 7, "a.b[1].c": 3, "z.y": 0, "": 0,
+		`m["x.y[1]"].c`: 9, // a key holding "." and "[" is one element
+		`m["x.y[2]"].c`: 0,
+	} {
+		if got := lines.Line(path); got != want {
 			t.Errorf("Line(%q) = %d, want %d", path, got, want)
 		}
 	}
-}
-
-func TestCommon(t *testing.T) {
-	for _, c := range [][3]string{
-		{"x.a[0].b", "x.a[0].c", "x.a[0]"},
-		{"x.ab", "x.ac", "x"},
-		{"x.a", "x.a.b", "x.a"},
-		{"a", "b", ""},
-	} {
-		if got := Common(c[0], c[1]); got != c[2] {
-			t.Errorf("Common(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
-		}
+	if got := Lines(nil).Line("a"); got != 0 {
+		t.Errorf("nil Lines: %d", got)
+	}
+	if Index("a", 2) != "a[2]" || Key("a", `x"y`) != `a["x\"y"]` {
+		t.Error("Index or Key")
 	}
 }
