@@ -23,7 +23,7 @@
 //	})
 //	var ex *engine.ExhaustedError
 //	if errors.As(err, &ex) {
-//		ex.WriteHTTP(w, requestID) // SPEC §11: status, Retry-After, JSON body
+//		ex.WriteHTTP(w, requestID) // docs/behaviour.md#the-error-response: status, Retry-After, JSON body
 //	}
 //
 // # The request path

@@ -150,7 +150,7 @@ func (e *Engine) Actor() *health.Actor { return e.actor }
 // id) through attempts, waits and failover, calling call once per attempt
 // on the calling goroutine. It returns the Result of the attempt that is
 // delivered, or an error: an *ExhaustedError when the policy gave up (see
-// SPEC §11 and WriteHTTP), ctx's error when ctx was cancelled, ErrClosed
+// docs/behaviour.md#the-error-value and WriteHTTP), ctx's error when ctx was cancelled, ErrClosed
 // after Close, ErrUnknownModel, or a *PanicError when call panicked.
 //
 // Every Do ends with exactly one of those. A request's deadline is ctx's:
@@ -280,7 +280,7 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o po
 	var t0 time.Time
 	if to := e.c.Limits[t].Attempt; to > 0 {
 		// WithTimeout would read the clock anyway; reading it here gives a
-		// timed-out attempt its elapsed time (SPEC §11's timeout_<ms>ms)
+		// timed-out attempt its elapsed time (its timeout_<ms>ms, docs/behaviour.md#the-error-response)
 		// even when neither the call nor on_high_latency measures it.
 		t0 = e.clock.Now()
 		// A request deadline that comes first makes the attempt's own

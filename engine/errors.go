@@ -26,7 +26,7 @@ var (
 	ErrExhausted = errors.New("reroute: retry attempts exhausted")
 )
 
-// Reason says why a request was exhausted (SPEC §14).
+// Reason says why a request was exhausted (docs/behaviour.md#exhaustion-reasons).
 type Reason string
 
 // The exhaustion reasons.
@@ -95,7 +95,7 @@ func (a FailedAttempt) TimedOut() bool {
 }
 
 // ExhaustedError is returned by Do when a request ends without an answer to
-// deliver (SPEC §11). errors.Is(err, ErrExhausted) holds for it, and so does
+// deliver (docs/behaviour.md#the-error-response). errors.Is(err, ErrExhausted) holds for it, and so does
 // errors.Is(err, context.DeadlineExceeded) when Reason is ReasonDeadline.
 // Unwrap returns the last attempt's transport error, if any.
 type ExhaustedError struct {
@@ -134,7 +134,7 @@ func (e *ExhaustedError) Unwrap() error {
 	return nil
 }
 
-// Status is the HTTP status SPEC §11 renders the error as: the last
+// Status is the HTTP status docs/behaviour.md#the-error-response renders the error as: the last
 // attempt's status; 504 when the last failure was a timeout or latency
 // event; 503 when there was no attempt at all.
 func (e *ExhaustedError) Status() int {
@@ -151,7 +151,7 @@ func (e *ExhaustedError) Status() int {
 	return http.StatusGatewayTimeout
 }
 
-// RetryAfterSeconds is the value of the Retry-After header SPEC §11 sends
+// RetryAfterSeconds is the value of the Retry-After header docs/behaviour.md#the-error-response sends
 // when no attempt was made: the shortest remaining block, rounded up to
 // whole seconds. 0 means send none.
 func (e *ExhaustedError) RetryAfterSeconds() int {
@@ -161,7 +161,7 @@ func (e *ExhaustedError) RetryAfterSeconds() int {
 	return int(math.Ceil(e.ShortestBlock.Seconds()))
 }
 
-// Message is SPEC §11's message: "All retry attempts exhausted" with the
+// Message is the message of docs/behaviour.md#the-error-response: "All retry attempts exhausted" with the
 // applicable suffix.
 func (e *ExhaustedError) Message() string {
 	msg := "All retry attempts exhausted"
@@ -202,7 +202,7 @@ type errorAttempt struct {
 	Attempt   int    `json:"attempt"`
 }
 
-// Body is the JSON body of SPEC §11. It never contains an upstream body or
+// Body is the JSON body of docs/behaviour.md#the-error-response. It never contains an upstream body or
 // a credential: only target ids, error types and numbers.
 func (e *ExhaustedError) Body() []byte {
 	d := errorDetail{
@@ -231,7 +231,7 @@ func roundSeconds(d time.Duration) float64 {
 	return math.Round(d.Seconds()*1000) / 1000
 }
 
-// WriteHTTP renders the error as SPEC §11's HTTP response: status,
+// WriteHTTP renders the error as the HTTP response of docs/behaviour.md#the-error-response: status,
 // content-type, x-request-id (when requestID is not empty), Retry-After when
 // nothing could be attempted and a block's end is known, and the JSON body.
 func (e *ExhaustedError) WriteHTTP(w http.ResponseWriter, requestID string) {

@@ -161,7 +161,7 @@ model_providers:
 	// llama-3.3-70b says "hello"
 }
 
-// Rendering an exhausted request as the gateway's HTTP answer (SPEC §11).
+// Rendering an exhausted request as the gateway's HTTP answer (docs/behaviour.md#the-error-response).
 func ExampleExhaustedError_WriteHTTP() {
 	cfg, _, err := policy.Parse([]byte(`
 model_providers:

@@ -114,7 +114,7 @@ func asExhausted(t testing.TB, err error) *ExhaustedError {
 	return ex
 }
 
-// exhaustedBody is the JSON body of SPEC §11, as a client decodes it.
+// exhaustedBody is the JSON body of docs/behaviour.md#the-error-response, as a client decodes it.
 type exhaustedBody struct {
 	Error struct {
 		Message  string `json:"message"`

@@ -19,7 +19,7 @@ import (
 )
 
 // Properties of Do over random configurations and random upstream scripts,
-// in virtual time (SPEC §3–§11).
+// in virtual time (docs/behaviour.md).
 //
 // Each case builds a configuration of 2–5 targets over 2–3 providers with
 // random retry policies, scripts every target with a random sequence of
@@ -27,7 +27,7 @@ import (
 // health actor between them, so that the engine's knowledge of blocks is
 // exactly the sum of what the earlier requests reported. A naive model
 // (propModel) replays each request from the calls the fake upstream
-// recorded and checks every decision the engine made against SPEC §9–§10:
+// recorded and checks every decision the engine made against docs/behaviour.md#the-request-loop:
 // where the next attempt may go, how long the wait before it may be, when
 // the request must end and why, and what the exhaustion error says. The
 // properties the model implies are also checked on their own, in the terms
@@ -372,7 +372,7 @@ func (p *propPolicy) empty() bool {
 }
 
 // The effective values of a policy, computed from what was written, by
-// SPEC §1 rather than by the policy package.
+// docs/configuration.md rather than by the policy package.
 
 func (p *propPolicy) def() propAction {
 	a := propAction{policy.DifferentProvider, 2}
@@ -385,7 +385,7 @@ func (p *propPolicy) def() propAction {
 	return a
 }
 
-// resolve is SPEC §4: the action of a failure and the key that counts it.
+// resolve is docs/behaviour.md#status-code-resolution: the action of a failure and the key that counts it.
 func (p *propPolicy) resolve(class policy.Class, status int) (propAction, string) {
 	switch class {
 	case policy.Timeout:
@@ -425,7 +425,7 @@ func (p *propPolicy) raMax() time.Duration {
 	return 300 * time.Second
 }
 
-// backoffRange is SPEC §5: the range of the backoff delay after the
+// backoffRange is docs/behaviour.md#backoff: the range of the backoff delay after the
 // overall attempt number attempt failed, whatever the jitter draws.
 func (b *propBackoff) backoffRange(attempt int) (lo, hi time.Duration) {
 	base, mx := 100*time.Millisecond, 5000*time.Millisecond
@@ -623,7 +623,7 @@ func (f propFacts) clone() propFacts { return propFacts{slices.Clone(f.ra), slic
 func raise(v *int64, until int64) { *v = max(*v, until) }
 
 // propModel knows the blocks every request reported to the engine's shared
-// state, and replays requests against SPEC §9–§10.
+// state, and replays requests against docs/behaviour.md#the-request-loop.
 type propModel struct {
 	g    *propConfig
 	c    *policy.Compiled
@@ -643,8 +643,8 @@ func (m *propModel) attemptTimeout(t int) time.Duration {
 	return m.g.attempt
 }
 
-// check replays one request and returns what the engine did that SPEC
-// §9–§11 does not allow. It updates the model's shared facts from the
+// check replays one request and returns what the engine did that
+// docs/behaviour.md#the-request-loop does not allow. It updates the model's shared facts from the
 // request's outcomes.
 func (m *propModel) check(rr *propRequest) (problems []string) {
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -745,7 +745,7 @@ func (m *propModel) check(rr *propRequest) (problems []string) {
 		return lo, hi
 	}
 
-	// decide is SPEC §10 after a failure of target failed resolved to
+	// decide is docs/behaviour.md#the-request-loop after a failure of target failed resolved to
 	// strategy s: it checks what the engine did next against what may
 	// happen and reports whether the replay goes on with calls[i].
 	decide := func(s policy.Strategy, failed, attempts int) bool {
@@ -848,7 +848,7 @@ func (m *propModel) check(rr *propRequest) (problems []string) {
 		return true
 	}
 
-	// Start: SPEC §9's check before the first attempt.
+	// Start: the check of docs/behaviour.md#before-the-first-attempt before the first attempt.
 	if u, _ := status(p, t0); u > t0 {
 		rr.skippedAtZero = true
 		skip(u - t0)

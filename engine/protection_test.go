@@ -11,8 +11,9 @@ import (
 	"github.com/reroute-go/reroute/policy"
 )
 
-// The engine-wide protections of SPEC §15, the block scopes of §6–§8 and
-// the renderings of §11, each in virtual time.
+// The engine-wide protections (docs/behaviour.md#engine-wide-limits), the
+// block scopes (#retry-after-scope-and-apply_to) and the renderings of an
+// exhausted request (#the-error-response), each in virtual time.
 
 // doResult is what a Do run on another goroutine returned.
 type doResult struct {
@@ -20,7 +21,7 @@ type doResult struct {
 	err error
 }
 
-// SPEC §15: with max_retrying_requests 1, a request that fails while
+// docs/behaviour.md#engine-wide-limits: with max_retrying_requests 1, a request that fails while
 // another is retrying gets its one attempt and no retry (fail-open); once
 // the retrying request ends, retries are allowed again.
 func TestMaxRetryingRequestsFailOpen(t *testing.T) {
@@ -81,7 +82,7 @@ model_providers:
 engine: {retry_budget: %s}
 `
 
-// SPEC §15: the retry budget {0 %, 1/s, 10 s} grants 10 retries per 10 s
+// docs/behaviour.md#engine-wide-limits: the retry budget {0 %, 1/s, 10 s} grants 10 retries per 10 s
 // window; the 11th is refused (budget_exhausted); a window later retries
 // are granted again.
 func TestRetryBudget(t *testing.T) {
@@ -133,7 +134,7 @@ func TestRetryBudgetDisabledNeverRefuses(t *testing.T) {
 	})
 }
 
-// SPEC §10: max_retry_duration_ms starts when the first attempt fails, is
+// docs/behaviour.md#time-budget: max_retry_duration_ms starts when the first attempt fails, is
 // checked before choosing and again with the wait added.
 func TestMaxRetryDurationExhausts(t *testing.T) {
 	tests := []struct {
@@ -205,7 +206,7 @@ func sleepingCall(up *upstreams) Call {
 	}
 }
 
-// SPEC §7–§8: a request-scoped latency block keeps the request that saw the
+// docs/behaviour.md#latency-blocks: a request-scoped latency block keeps the request that saw the
 // event from retrying the target, and is forgotten by the next request; a
 // global one also keeps the next request away.
 func TestRequestScopedLatencyBlock(t *testing.T) {
@@ -260,7 +261,7 @@ engine: {timeouts: {attempt: 2s}}
 	}
 }
 
-// SPEC §6 and §8: a provider-scoped global Retry-After blocks every model of
+// docs/behaviour.md#retry-after-scope-and-apply_to: a provider-scoped global Retry-After blocks every model of
 // the provider for later requests, whichever of them is the primary.
 func TestProviderScopedRetryAfter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -305,7 +306,7 @@ model_providers:
 	})
 }
 
-// SPEC §3: 1xx and 3xx are not retriable, even when a status rule lists
+// docs/behaviour.md#outcome-classification: 1xx and 3xx are not retriable, even when a status rule lists
 // them; they are returned as they are.
 func TestInformationalAndRedirectPassThrough(t *testing.T) {
 	e := mustEngine(t, `
@@ -326,7 +327,7 @@ model_providers:
 	}
 }
 
-// SPEC §11: a request whose last attempt timed out renders as 504 with
+// docs/behaviour.md#the-error-response: a request whose last attempt timed out renders as 504 with
 // error_type timeout_<ms>ms, also when the Call reports no latency and the
 // policy has no on_high_latency.
 func TestTimeoutExhaustionRendering(t *testing.T) {
@@ -360,7 +361,7 @@ engine: {timeouts: {attempt: 2s}}
 	})
 }
 
-// SPEC §11: when every target is blocked no attempt is made, and the
+// docs/behaviour.md#the-error-response: when every target is blocked no attempt is made, and the
 // answer is 503 with a Retry-After of the shortest remaining block, rounded
 // up.
 func TestAllBlockedRendering(t *testing.T) {
@@ -400,7 +401,7 @@ model_providers:
 	})
 }
 
-// SPEC §12 and Result.End: a streamed answer whose total time is over a
+// docs/behaviour.md#streamed-answers and Result.End: a streamed answer whose total time is over a
 // measure: total threshold reports a latency event when it ends, and the
 // global block it creates keeps the next request away.
 func TestResultEndReportsTotalLatency(t *testing.T) {

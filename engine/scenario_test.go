@@ -21,7 +21,7 @@ const (
 	mist   = "mistral/mistral-large"
 )
 
-// The reference scenarios of SPEC §17 (1–11; 12 and 13 are HTTP ones and
+// The reference scenarios of docs/behaviour.md#worked-examples (1–11; 12 and 13 are HTTP ones and
 // live with the HTTP adapter), in virtual time.
 func TestReferenceScenarios(t *testing.T) {
 	twoTargets := func(policy string) string {
@@ -188,7 +188,7 @@ engine: {timeouts: {attempt: 2s}}
 	}
 }
 
-// Scenario 3's exhaustion renders as SPEC §11 says.
+// Scenario 3's exhaustion renders as docs/behaviour.md#the-error-response says.
 func TestExhaustedRendering(t *testing.T) {
 	e := mustEngine(t, `
 model_providers:

@@ -1,4 +1,4 @@
-// Package health keeps the process-wide health facts of SPEC §7–8: which
+// Package health keeps the process-wide health facts of docs/behaviour.md#block-state: which
 // targets and providers are blocked by a Retry-After or by high latency,
 // until when, and the recent latency events that may create such a block.
 // One goroutine owns every fact; request goroutines read immutable
@@ -52,7 +52,7 @@
 //		now := coarseNow()
 //		if st := snap.Lookup(t, now); st.Blocked(now) {
 //			// wait until st.Until (retry_after), or move on;
-//			// st.Latency: same_model exhausts (SPEC §9)
+//			// st.Latency: same_model exhausts (docs/behaviour.md#strategies)
 //		}
 //	}
 //

@@ -44,7 +44,7 @@ type stripe struct {
 //
 // Why not one buffered channel? A non-blocking channel send is ~16 ns
 // alone, but every sender on every core takes the same channel lock, so
-// with two cores reporting it gets slower, not faster (PERF-NOTES). Here a
+// with two cores reporting it gets slower, not faster (docs/architecture.md#the-report-path). Here a
 // reporter appends to the stripe of the core it runs on (see token), so
 // two cores rarely meet on one lock or one cache line, and it touches the
 // shared doorbell only when its stripe was empty, which under load is once

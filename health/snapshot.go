@@ -13,7 +13,7 @@ type Status struct {
 	// when not blocked.
 	Kind Kind
 	// Latency reports that some live latency block covers the target, even
-	// one that ends before Until: SPEC §9 then has same_model exhaust
+	// one that ends before Until: docs/behaviour.md#strategies then has same_model exhaust
 	// instead of waiting.
 	Latency bool
 }

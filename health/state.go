@@ -8,7 +8,7 @@ import (
 	"github.com/reroute-go/reroute/policy"
 )
 
-// Kind is the kind of a block (SPEC §8): a block is keyed by identifier and
+// Kind is the kind of a block (docs/behaviour.md#when-a-target-is-blocked): a block is keyed by identifier and
 // kind, so one identifier can carry one block of each kind at once. The zero
 // value is RetryAfter. Kind is a plain value, safe for concurrent use.
 type Kind uint8
@@ -16,10 +16,10 @@ type Kind uint8
 // The kinds of block.
 const (
 	// RetryAfter is a block created by a Retry-After (or rate-limit reset)
-	// answer (SPEC §6). Waiting it out is allowed.
+	// answer (docs/behaviour.md#retry-after-scope-and-apply_to). Waiting it out is allowed.
 	RetryAfter Kind = iota
 	// Latency is a block created when min_triggers latency events fell
-	// within the trigger window (SPEC §7). Only time lifts it.
+	// within the trigger window (docs/behaviour.md#latency-blocks). Only time lifts it.
 	Latency
 
 	numKinds = 2
@@ -142,7 +142,7 @@ func (s *State) valid(id int) bool {
 }
 
 // BlockRetryAfter records a Retry-After block on identifier id until the
-// given unix nanosecond. Max-expiration (SPEC §8): it replaces an existing
+// given unix nanosecond. Max-expiration (docs/behaviour.md#when-a-target-is-blocked): it replaces an existing
 // retry-after block of id only if it ends later, and reports whether the
 // recorded deadline changed. until ≤ 0 never changes anything; an until
 // already in the past is recorded (it blocks nothing and Expire drops it).
@@ -163,7 +163,7 @@ func (s *State) extend(k Kind, id int, until int64) bool {
 }
 
 // LatencyEvent records a latency event of identifier id at time now and
-// applies the trigger rule of SPEC §7: when the events of id within the
+// applies the trigger rule of docs/behaviour.md#latency-blocks: when the events of id within the
 // sliding window (now-window, now] number at least minTriggers, a latency
 // block until now+block is recorded with max-expiration and the window of
 // id is cleared. blocked reports whether the threshold was reached by this
@@ -255,7 +255,7 @@ func (s *State) inWindow(id int, after int64) int {
 
 // Lookup answers whether target is blocked at now, by what and until when,
 // combining the blocks of the target's own identifier and of its
-// provider's (SPEC §8). A block whose Until equals now is over. A target
+// provider's (docs/behaviour.md#when-a-target-is-blocked). A block whose Until equals now is over. A target
 // out of range is not blocked (and is not counted: Lookup changes nothing).
 func (s *State) Lookup(target int, now int64) Status {
 	if uint(target) >= uint(s.nt) {

@@ -6,7 +6,7 @@ import (
 )
 
 // Delay returns the backoff delay after the overall attempt number attempt
-// (1-based) failed (SPEC §5): base × 2^(attempt−1), capped at Max, then
+// (1-based) failed (docs/behaviour.md#backoff): base × 2^(attempt−1), capped at Max, then
 // jittered with r. prev is the previous delay of the request, used by
 // decorrelated jitter (0 before the first). The result is in [0, Max].
 //
@@ -46,7 +46,7 @@ func (b *BackoffRule) Delay(attempt int, prev time.Duration, r rand.Source) time
 }
 
 // Applies reports whether the backoff delay applies when the next attempt
-// goes to target next after target failed failed (the scope gate of §5).
+// goes to target next after target failed failed (the scope gate, docs/behaviour.md#backoff-gate).
 func (b *BackoffRule) Applies(c *Compiled, failed, next int) bool {
 	switch b.Gate {
 	case BackoffSameModel:

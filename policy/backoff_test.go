@@ -73,7 +73,7 @@ func TestDelayAgainstNaive(t *testing.T) {
 }
 
 // TestDelayJitterRanges draws many delays per jitter kind and checks each
-// against its range (SPEC §5), and that none exceeds max_ms.
+// against its range (docs/behaviour.md#backoff-gate), and that none exceeds max_ms.
 func TestDelayJitterRanges(t *testing.T) {
 	const draws = 20000
 	cases := []struct{ base, max time.Duration }{
@@ -185,7 +185,7 @@ func TestDelaySeeded(t *testing.T) {
 	}
 }
 
-// TestBackoffApplies checks the scope gate of SPEC §5, comparing the next
+// TestBackoffApplies checks the scope gate of docs/behaviour.md#backoff-gate, comparing the next
 // target with the target that just failed.
 func TestBackoffApplies(t *testing.T) {
 	cfg, _ := mustParse(t, withPolicy("{}"))

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Outcome is what one attempt produced (SPEC §0).
+// Outcome is what one attempt produced (docs/behaviour.md#terms).
 type Outcome struct {
 	// Status is the HTTP status, or 0 when no response arrived.
 	Status int
@@ -41,7 +41,7 @@ type Outcome struct {
 // slow: it classifies as a latency failure, resolved with on_high_latency.
 var ErrHighLatency = errors.New("reroute: attempt abandoned for high latency")
 
-// Class is the classification of an outcome (SPEC §3).
+// Class is the classification of an outcome (docs/behaviour.md#outcome-classification).
 type Class uint8
 
 // The classes.
@@ -83,7 +83,7 @@ func (l *LatencyRule) Measured(o *Outcome) time.Duration {
 	return o.TTFB
 }
 
-// Classify classifies an outcome under r (SPEC §3). event reports that a
+// Classify classifies an outcome under r (docs/behaviour.md#outcome-classification). event reports that a
 // latency event must be recorded, with measured the value that fired it.
 // A nil r (no retry_policy) classifies everything as PassThrough.
 func (r *Rules) Classify(o *Outcome) (c Class, event bool, measured time.Duration) {
@@ -120,7 +120,7 @@ func (r *Rules) Classify(o *Outcome) (c Class, event bool, measured time.Duratio
 	return c, event, measured
 }
 
-// Resolve returns the action for a retriable class (SPEC §4), and the key
+// Resolve returns the action for a retriable class (docs/behaviour.md#status-code-resolution), and the key
 // that counts its failures.
 func (r *Rules) Resolve(c Class, status int) (Action, Key) {
 	switch c {

@@ -87,7 +87,7 @@ type Action struct {
 	MaxAttempts int // ≥ 1; a configured 0 behaves as 1
 }
 
-// Key identifies a failure counter of a request (SPEC §1.1): each HTTP
+// Key identifies a failure counter of a request (docs/behaviour.md#failure-counters): each HTTP
 // status separately, all timeouts together, all latency events together.
 type Key int
 

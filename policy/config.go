@@ -2,7 +2,7 @@ package policy
 
 import "time"
 
-// Config is the whole configuration file (SPEC §1). It is plain data: what a
+// Config is the whole configuration file (docs/configuration.md). It is plain data: what a
 // user writes in YAML, with defaults filled in by Parse, Load or Finalize.
 //
 // A Config is not safe for concurrent mutation. After Finalize has returned
@@ -46,7 +46,7 @@ type ModelProvider struct {
 // Strategy says where the next attempt goes after a failure.
 type Strategy string
 
-// The strategies of SPEC §1.1.
+// The strategies of docs/behaviour.md#strategies.
 const (
 	SameModel         Strategy = "same_model"
 	SameProvider      Strategy = "same_provider"
@@ -57,7 +57,7 @@ func (s Strategy) valid() bool {
 	return s == SameModel || s == SameProvider || s == DifferentProvider
 }
 
-// RetryPolicy is the retry_policy block of a model provider (SPEC §1.1). Its
+// RetryPolicy is the retry_policy block of a model provider (docs/behaviour.md#strategies). Its
 // keys are those of the reference (plano) schema plus SameModelRetries.
 type RetryPolicy struct {
 	FallbackModels     []string            `yaml:"fallback_models,omitempty"`
@@ -97,7 +97,7 @@ type TimeoutRule struct {
 // Measure says which latency on_high_latency compares with its threshold.
 type Measure string
 
-// The measures of SPEC §1.3.
+// The measures of docs/configuration.md#on_high_latency.
 const (
 	MeasureTTFB  Measure = "ttfb"
 	MeasureTotal Measure = "total"
@@ -123,7 +123,7 @@ const (
 	ApplyRequest ApplyTo = "request"
 )
 
-// HighLatency is on_high_latency (SPEC §1.3).
+// HighLatency is on_high_latency (docs/configuration.md#on_high_latency).
 type HighLatency struct {
 	ThresholdMs          *int     `yaml:"threshold_ms"`
 	Measure              Measure  `yaml:"measure,omitempty"`
@@ -137,7 +137,7 @@ type HighLatency struct {
 }
 
 // BackoffApply is backoff.apply_to: which next targets the backoff delay is
-// applied to (SPEC §5).
+// applied to (docs/behaviour.md#backoff-gate).
 type BackoffApply string
 
 // The backoff scope gates.
@@ -147,7 +147,7 @@ const (
 	BackoffGlobal       BackoffApply = "global"
 )
 
-// Backoff is the backoff block (SPEC §1.2).
+// Backoff is the backoff block (docs/configuration.md#backoff).
 type Backoff struct {
 	ApplyTo BackoffApply `yaml:"apply_to"`
 	BaseMs  *int         `yaml:"base_ms,omitempty"`
@@ -163,7 +163,7 @@ type RetryAfterHandling struct {
 	MaxRetryAfterSeconds *int    `yaml:"max_retry_after_seconds,omitempty"`
 }
 
-// EngineConfig holds the engine-wide settings (SPEC §15). They are reroute's
+// EngineConfig holds the engine-wide settings (docs/configuration.md#engine). They are reroute's
 // own keys; the reference schema has none.
 type EngineConfig struct {
 	// MaxRetryingRequests bounds how many requests may be retrying at

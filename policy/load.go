@@ -27,7 +27,7 @@ func Load(path string) (*Config, []Warning, error) {
 
 // Parse decodes one YAML configuration document strictly, fills defaults,
 // expands $NAME and ${NAME} in access_key from the environment, and
-// validates it (SPEC §1–2).
+// validates it (docs/configuration.md#loading).
 //
 // On success it returns the configuration and its warnings. Otherwise the
 // error is an *Error listing every problem found, each with its field path

@@ -30,13 +30,13 @@ func raDefault() *RetryAfterHandling {
 	return &RetryAfterHandling{Scope: ScopeModel, ApplyTo: ApplyGlobal, MaxRetryAfterSeconds: ip(300)}
 }
 
-// backoffWarning is the warning of SPEC §2 for backoff.apply_to same_model
+// backoffWarning is the warning of docs/configuration.md#warnings for backoff.apply_to same_model
 // under the default strategy different_provider; several reference patterns
 // have it by design.
 const backoffWarning = rp + ".backoff.apply_to"
 
-// TestPatterns parses the seventeen reference patterns of SPEC Appendix A
-// and checks every field of the primary's retry_policy, defaults included,
+// TestPatterns parses the seventeen reference configuration patterns in
+// testdata/patterns and checks every field of the primary's retry_policy, defaults included,
 // the other entries, the warnings, and the compiled rules.
 func TestPatterns(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-openai-test")
@@ -430,8 +430,8 @@ func TestPatterns(t *testing.T) {
 	}
 }
 
-// TestPatternInvalidBackoffWithoutApplyTo is the negative pattern of
-// Appendix A.
+// TestPatternInvalidBackoffWithoutApplyTo is the negative pattern, in
+// testdata/invalid.
 func TestPatternInvalidBackoffWithoutApplyTo(t *testing.T) {
 	cfg, _, err := Load("testdata/invalid/backoff-without-apply-to.yaml")
 	if err == nil || cfg != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Hint is the retry hint read from a response's headers (SPEC §6).
+// Hint is the retry hint read from a response's headers (docs/configuration.md#retry-after-and-rate-limit-headers).
 type Hint struct {
 	// Wait is the hinted wait, capped; meaningful when Found.
 	Wait time.Duration
@@ -23,7 +23,7 @@ type Hint struct {
 }
 
 // ParseRetryAfter reads the retry hint of a response with the given status
-// (SPEC §6): on 4xx and 5xx, Retry-After (delta-seconds, fractions
+// (docs/configuration.md#retry-after-and-rate-limit-headers): on 4xx and 5xx, Retry-After (delta-seconds, fractions
 // accepted, or an HTTP-date), retry-after-ms and x-ms-retry-after-ms; the
 // largest valid value wins. On a 429 without any of them, the reset headers
 // of an exhausted rate-limit dimension (x-ratelimit-reset-requests and

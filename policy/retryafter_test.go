@@ -150,9 +150,9 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-// TestParseRetryAfterFixtures reads the recorded provider responses of
-// PROVIDER-ERRORS.md (headers in lower case on the wire, canonicalised by
-// net/http as in production).
+// TestParseRetryAfterFixtures reads the recorded provider responses in
+// testdata (headers in lower case on the wire, canonicalised by net/http as
+// in production).
 func TestParseRetryAfterFixtures(t *testing.T) {
 	tests := []struct {
 		file string
@@ -171,7 +171,7 @@ func TestParseRetryAfterFixtures(t *testing.T) {
 		// Anthropic overload: no hint.
 		{"anthropic-529.http", now, Hint{}},
 		// Together's x-ratelimit-reset and OpenRouter's in-body reset are
-		// not read (SPEC §6 names neither).
+		// not read (docs/behaviour.md#retry-after names neither).
 		{"together-429.http", now, Hint{}},
 		{"openrouter-429.http", now, Hint{}},
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Defaults of SPEC §1. Exported so documentation and callers can name them.
+// Defaults of docs/configuration.md#retry_policy. Exported so documentation and callers can name them.
 const (
 	DefaultMaxAttempts          = 2
 	DefaultBackoffBaseMs        = 100

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// TestValidationErrors triggers each validation error of SPEC §2 with its
+// TestValidationErrors triggers each validation error of docs/configuration.md#errors with its
 // own small configuration and checks the complete list of problems: field
 // path, line and message.
 func TestValidationErrors(t *testing.T) {
@@ -385,7 +385,7 @@ max_retry_duration_ms: 0`), []want{
 	}
 }
 
-// TestValidationNonPositive covers each value SPEC §2 requires to be
+// TestValidationNonPositive covers each value docs/configuration.md#errors requires to be
 // greater than 0, with 0 and with a negative value.
 func TestValidationNonPositive(t *testing.T) {
 	fields := []struct {
@@ -580,7 +580,7 @@ func TestProblemString(t *testing.T) {
 	}
 }
 
-// TestValidationWarnings triggers each warning of SPEC §2, and checks that
+// TestValidationWarnings triggers each warning of docs/configuration.md#errors, and checks that
 // neighbouring configurations that should not warn do not.
 func TestValidationWarnings(t *testing.T) {
 	onlyPrimary := func(body string) string {

@@ -77,7 +77,7 @@ func (c CodeSpec) bounds() (lo, hi int, problem string) {
 	return lo, hi, ""
 }
 
-// Jitter is the randomisation applied to a backoff delay (SPEC §5). YAML
+// Jitter is the randomisation applied to a backoff delay (docs/behaviour.md#jitter). YAML
 // accepts true (equal), false (none) or one of the names.
 type Jitter string
 

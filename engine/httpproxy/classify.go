@@ -8,7 +8,7 @@ import (
 )
 
 // bodyClass is what an upstream error body says about the request, beyond
-// its status (PROVIDER-ERRORS §1, §16).
+// its status (docs/gateway.md#error-classes-how-bodies-refine-classification).
 type bodyClass uint8
 
 const (
@@ -98,8 +98,8 @@ func parseError(body []byte) (p parsedError, isJSON bool) {
 	}, true
 }
 
-// Message fragments, lower case. From PROVIDER-ERRORS §0, §15.2 (LiteLLM's
-// exception mapping) and §16.
+// Message fragments, lower case, as the providers' error bodies word
+// them (docs/gateway.md#error-classes-how-bodies-refine-classification).
 var (
 	contentPolicyCodes   = []string{"content_policy_violation", "invalid_prompt", "content_filter", "responsibleaipolicyviolation"}
 	contentPolicyPhrases = []string{
@@ -173,8 +173,8 @@ func (p parsedError) class() bodyClass {
 
 // eventStatus maps an error that arrived as an SSE event inside a 200
 // stream to the HTTP status the same error carries when it is sent as a
-// response (PROVIDER-ERRORS §14: "error events carry the same codes as
-// HTTP errors"), so that on_status_codes rules apply to it.
+// response (providers' error events carry the same codes as their HTTP
+// errors), so that on_status_codes rules apply to it.
 func eventStatus(p parsedError) int {
 	for _, k := range [...]string{p.code, p.typ} {
 		switch k {

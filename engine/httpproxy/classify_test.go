@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// Error bodies from PROVIDER-ERRORS §3–5 and §16.
+// Error bodies as OpenAI, Anthropic, Azure and OpenAI-compatible servers send them.
 func TestClassifyBody(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -44,7 +44,7 @@
 // class (on_timeout).
 //
 // Nothing reaches the client before the first byte of the answer that is
-// delivered (SPEC §12): a response that is not a stream is read whole
+// delivered (docs/gateway.md#the-commit-rule): a response that is not a stream is read whole
 // (bounded by WithMaxResponseBytes) before the engine decides on it; a
 // 2xx stream is read up to its first event. After that commit, a failure
 // of the stream is reported to the engine with Result.End and to the
@@ -60,5 +60,5 @@
 //
 // The answer carries x-reroute-attempts (attempts made) and
 // x-reroute-target (the target that answered). An exhausted request is
-// rendered by engine.ExhaustedError.WriteHTTP (SPEC §11).
+// rendered by engine.ExhaustedError.WriteHTTP (docs/behaviour.md#the-error-response).
 package httpproxy

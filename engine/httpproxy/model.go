@@ -8,7 +8,7 @@ import (
 )
 
 // This file finds and replaces the top-level "model" value of a request
-// body without decoding the body (SPEC §13): prompt caching upstream keys
+// body without decoding the body (docs/gateway.md#what-happens-to-a-request): prompt caching upstream keys
 // on the exact bytes, so every byte but the model value must survive a
 // failover. encoding/json cannot do that (it re-encodes, sorts map keys and
 // drops duplicates), so a small scanner walks the top-level object and

@@ -46,7 +46,7 @@ func (rq *request) header() {
 }
 
 // dropRequestHeader lists the client headers never forwarded: credentials
-// (they would reach targets they were not meant for: SPEC §13),
+// (they would reach targets they were not meant for: docs/gateway.md#what-happens-to-a-request),
 // hop-by-hop headers, and headers the transport sets for the body it
 // sends. Accept-Encoding is dropped because the handler reads bodies (to
 // classify errors and to follow a stream): the transport negotiates gzip
@@ -74,7 +74,7 @@ func listedIn(conn []string, k string) bool {
 
 // bodyFor returns the body to send to a target whose model name is model:
 // the client's bytes when they already name it, otherwise the client's
-// bytes with only the model value replaced (SPEC §13).
+// bytes with only the model value replaced (docs/gateway.md#what-happens-to-a-request).
 func (rq *request) bodyFor(model string) []byte {
 	if model == rq.sent {
 		return rq.body
@@ -107,7 +107,7 @@ func (rq *request) release() {
 }
 
 // bodySum is the SHA-256 of the client's body, the request's identity in
-// logs (SPEC §13). Computed only when something is logged.
+// logs (docs/gateway.md#what-happens-to-a-request). Computed only when something is logged.
 func (rq *request) bodySum() string {
 	if rq.sum == "" {
 		s := sha256.Sum256(rq.body)

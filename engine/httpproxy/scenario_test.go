@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Provider error fixtures, from PROVIDER-ERRORS §3.4 and §5.4.
+// Provider error fixtures: recorded OpenAI and Anthropic error bodies.
 const (
 	openai429      = `{"error":{"message":"Rate limit reached for gpt-4o in organization org-AbC123 on tokens per min (TPM): Limit 800000, Used 799100, Requested 3006. Please try again in 1.146s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
 	openaiQuota429 = `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`
@@ -36,8 +36,8 @@ model_providers:
 `
 }
 
-// The reference scenarios of SPEC §17 over HTTP, on real sockets. Times
-// are those of the SPEC except scenario 6 (backoff base 100 ms instead of
+// The reference scenarios of docs/behaviour.md#worked-examples over HTTP, on real sockets. Times
+// are those of that table except scenario 6 (backoff base 100 ms instead of
 // 500 ms) and 11 (threshold 100 ms, answer after 150 ms instead of 1 s and
 // 1.5 s), scaled to keep the package fast.
 func TestScenarios(t *testing.T) {
@@ -136,7 +136,7 @@ model_providers:
       backoff: {apply_to: same_model, base_ms: 100, max_ms: 5000, jitter: false}
 `,
 			// A bare 429: the fixture's x-ratelimit-reset-tokens would
-			// supply a wait of its own (SPEC §6).
+			// supply a wait of its own (docs/behaviour.md#retry-after).
 			script: map[string][]reply{gpt: {respond(429, openai429), respond(429, openai429), okJSON("gpt-4o-2024-08-06")}},
 			status: 200, target: gpt, model: "gpt-4o-2024-08-06",
 			calls:   map[string]int{gpt: 3},

@@ -16,7 +16,7 @@ const (
 	evData eventKind = iota
 	// evNoise is a block of comments, or a ping event: relayed to the
 	// client, but it is not a token, so it neither ends the first-token
-	// wait nor resets the idle timer (PROVIDER-ERRORS §14, rule 4).
+	// wait nor resets the idle timer (docs/gateway.md#timeouts).
 	evNoise
 	// evDone is "data: [DONE]", the end of an OpenAI-style stream.
 	evDone

@@ -34,7 +34,7 @@ const (
 
 // TimeoutError is the error of an attempt cut by one of its timeouts. It is
 // what the engine sees as the attempt's outcome error (classified as a
-// timeout, SPEC §3), and what Result.End receives for a stream that stalled
+// timeout, docs/behaviour.md#outcome-classification), and what Result.End receives for a stream that stalled
 // after commit. errors.Is(err, context.DeadlineExceeded) holds for it.
 type TimeoutError struct {
 	Phase Phase
