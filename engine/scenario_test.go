@@ -476,3 +476,28 @@ func TestNilArgumentsAreErrors(t *testing.T) {
 		t.Error("nil call accepted")
 	}
 }
+
+// engine.New does not finalize a configuration again: an access_key whose
+// expanded value contains "$" reaches the call intact.
+func TestNewKeepsExpandedKeys(t *testing.T) {
+	t.Setenv("REROUTE_ENGINE_TEST_KEY", "sk-abc$def")
+	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n    access_key: $REROUTE_ENGINE_TEST_KEY\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var key string
+	if _, err := e.Do(testContext(t), gpt, func(_ context.Context, a Attempt) policy.Outcome {
+		key = a.Provider.AccessKey
+		return policy.Outcome{Status: 200}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if key != "sk-abc$def" {
+		t.Fatalf("the call got key %q, want %q", key, "sk-abc$def")
+	}
+}
