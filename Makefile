@@ -50,8 +50,8 @@ fuzz: ## every fuzz target for FUZZTIME (default 10s) each
 	  done; \
 	done
 
-LOADGEN_ARGS ?= -baseline naive -report loadgen-report.html
+LOADGEN_ARGS ?= -baseline naive,naive-failover -report loadgen-report.html
 
 .PHONY: loadgen
-loadgen: ## the load generator on its built-in scenario, beside a naive retry baseline; writes loadgen-report.html
+loadgen: ## the load generator on its built-in scenario, beside the naive and naive-failover baselines; writes loadgen-report.html
 	$(GO) run ./cmd/loadgen $(LOADGEN_ARGS) $(ARGS)

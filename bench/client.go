@@ -82,27 +82,29 @@ func (h *httpRun) request(ctx context.Context) {
 	h.done.Add(1)
 }
 
-// naiveRequest is the naive baseline over HTTP: the primary, up to three
-// times, at once, whatever it answered.
+// naiveRequest is a baseline's client over HTTP (baselineChain has the
+// rule): each target of the chain in turn, up to naiveMaxAttempts times
+// each, at once, whatever it answered, straight to its upstream server.
 func (h *httpRun) naiveRequest(ctx context.Context) (int, string) {
-	t, _ := h.engine.Compiled().Lookup(h.sc.Workload.Model)
 	ctx, cancel := context.WithTimeout(ctx, h.sc.Workload.Timeout)
 	defer cancel()
-	for range naiveMaxAttempts {
-		actx, acancel := ctx, context.CancelFunc(func() {})
-		if to := h.engine.AttemptTimeout(t); to > 0 {
-			actx, acancel = context.WithTimeout(ctx, to)
-		}
-		served, r := h.send(actx, h.primaryURL, false)
-		acancel()
-		if served >= 0 {
-			return t, ""
-		}
-		if ctx.Err() != nil {
-			return -1, string(engine.ReasonDeadline)
-		}
-		if r2, ok := passThrough(r); ok {
-			return -1, r2
+	for i, t := range h.chain {
+		for range naiveMaxAttempts {
+			actx, acancel := ctx, context.CancelFunc(func() {})
+			if to := h.engine.AttemptTimeout(t); to > 0 {
+				actx, acancel = context.WithTimeout(ctx, to)
+			}
+			served, r := h.send(actx, h.chainURLs[i], false)
+			acancel()
+			if served >= 0 {
+				return t, ""
+			}
+			if ctx.Err() != nil {
+				return -1, string(engine.ReasonDeadline)
+			}
+			if r2, ok := passThrough(r); ok {
+				return -1, r2
+			}
 		}
 	}
 	return -1, string(engine.ReasonMaxAttempts)

@@ -11,7 +11,7 @@
 //	if err != nil {
 //		return err // a *ScenarioError: every problem with its path and line
 //	}
-//	res, err := bench.Run(ctx, sc, bench.ModeSim, bench.BaselineNaive, bench.Options{})
+//	res, err := bench.Run(ctx, sc, bench.ModeSim, bench.Baselines, bench.Options{})
 //	if err != nil {
 //		return err
 //	}
@@ -38,10 +38,18 @@
 // values point at them, and the load goes through the HTTP adapter
 // (engine/httpproxy) on a loopback server of its own.
 //
-// The naive baseline (BaselineNaive) is the retry loop most clients have:
-// the primary, up to three attempts, immediately, whatever it answered.
-// The engine cannot express it (it always honours Retry-After), so it is a
-// small driver of its own in both modes.
+// # Baselines
+//
+// Run can run hand-written retry loops on the same scenario beside
+// reroute, to compare with. The naive baseline (BaselineNaive) is the
+// retry loop most clients have: the primary, up to three attempts,
+// immediately, whatever it answered. The naive-failover baseline
+// (BaselineNaiveFailover) is what most people write when they have a
+// fallback list: the naive loop on the primary, then the same loop on each
+// of the primary's fallback_models in order. Neither keeps blocks, a
+// budget or reads Retry-After. The engine cannot express them (it always
+// honours Retry-After), so they are a small driver of their own in both
+// modes, sharing one rule (baselineChain).
 //
 // A Scenario is immutable once parsed and may be run any number of times,
 // also from several goroutines at once: every run builds its own engine,

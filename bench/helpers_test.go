@@ -27,9 +27,9 @@ func mustSample(t testing.TB, name string) *Scenario {
 	return mustScenario(t, name, data)
 }
 
-func mustSimulate(t testing.TB, sc *Scenario, o Options, naive bool) *Result {
+func mustSimulate(t testing.TB, sc *Scenario, o Options, baseline string) *Result {
 	t.Helper()
-	r, err := Simulate(sc, o, naive)
+	r, err := Simulate(sc, o, baseline)
 	if err != nil {
 		t.Fatalf("simulate %s: %v", sc.Name, err)
 	}
@@ -41,10 +41,11 @@ func jsonWithoutWall(t testing.TB, r *Result) []byte {
 	t.Helper()
 	c := *r
 	c.Wall = Wall{}
-	if c.Baseline != nil {
-		b := *c.Baseline
+	c.Baselines = nil
+	for _, x := range r.Baselines {
+		b := *x
 		b.Wall = Wall{}
-		c.Baseline = &b
+		c.Baselines = append(c.Baselines, &b)
 	}
 	var buf bytes.Buffer
 	if err := c.WriteJSON(&buf); err != nil {

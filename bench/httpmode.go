@@ -18,13 +18,18 @@ import (
 // target acts out its phases against the wall-clock time since the start,
 // the configuration's base_url of each target is pointed at its server,
 // and the load goes through the HTTP adapter (httpproxy) served on
-// loopback too. With naive set, the load goes straight to the primary's
-// server instead, retried by the naive baseline's rule.
+// loopback too. With a baseline's name instead of BaselineNone, the load
+// goes straight to the upstream servers instead, by that baseline's rule
+// (baselineChain): the primary's, then, for naive-failover, its fallbacks'
+// in order.
 //
 // A run lasts as long as its scenario: use Options.Requests for a short
 // one. When ctx ends, no new request starts, those in flight are
 // cancelled, and the result covers the requests that were sent.
-func RunHTTP(ctx context.Context, sc *Scenario, o Options, naive bool) (*Result, error) {
+func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Result, error) {
+	if err := checkBaseline(baseline); err != nil {
+		return nil, err
+	}
 	cfg, err := sc.NewConfig()
 	if err != nil {
 		return nil, err
@@ -33,7 +38,7 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, naive bool) (*Result,
 	h := &httpRun{
 		sc:    sc,
 		o:     o,
-		naive: naive,
+		naive: baseline != BaselineNone,
 		total: int64(n),
 		stop:  make(chan struct{}),
 		rec:   newRecorder(sc.Targets, bucketWidth(sc.Estimate(n))),
@@ -70,7 +75,10 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, naive bool) (*Result,
 	}
 	h.engine = e
 	if t, ok := e.Compiled().Lookup(sc.Workload.Model); ok {
-		h.primaryURL = h.upstreamURLs[t] + "/v1/chat/completions"
+		for _, c := range baselineChain(e.Compiled(), t, baseline) {
+			h.chain = append(h.chain, c)
+			h.chainURLs = append(h.chainURLs, h.upstreamURLs[c]+"/v1/chat/completions")
+		}
 	}
 	proxy, err := httpproxy.New(e)
 	if err != nil {
@@ -102,10 +110,7 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, naive bool) (*Result,
 	}}
 	h.body = []byte(`{"model":` + strconv.Quote(sc.Workload.Model) + `,"messages":[{"role":"user","content":"Say hello to the load generator."}],"stream":` + strconv.FormatBool(sc.Workload.Stream) + `}`)
 
-	pol := "reroute"
-	if naive {
-		pol = "naive"
-	}
+	pol := policyName(baseline)
 	h.base = h.start.UnixNano()
 	t0 := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
@@ -144,7 +149,7 @@ const reasonExhausted = "retry_exhausted"
 type httpRun struct {
 	sc    *Scenario
 	o     Options
-	naive bool
+	naive bool // a baseline's client runs instead of the gateway
 	total int64
 	stop  chan struct{} // closed at shutdown: hanging upstreams give up
 	index map[string]int
@@ -154,7 +159,8 @@ type httpRun struct {
 	upstreamURLs []string
 	gatewayURL   string
 	gatewayUp    bool
-	primaryURL   string
+	chain        []int    // the baseline's targets, in order (baselineChain)
+	chainURLs    []string // their upstream servers' completion URLs
 	engine       *engine.Engine
 	proxy        *httpproxy.Handler
 	client       *http.Client

@@ -8,7 +8,8 @@ import (
 
 // The HTTP mode acts the scenario out over loopback through the adapter:
 // failover, Retry-After blocks, hangs cut by the attempt timeout, resets,
-// and the naive baseline straight to the primary.
+// the naive baseline straight to the primary, and the naive-failover
+// baseline straight to the primary and then its fallbacks.
 func TestHTTPMode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real time")
@@ -39,7 +40,7 @@ func TestHTTPMode(t *testing.T) {
 	))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := Run(ctx, sc, ModeHTTP, BaselineNaive, Options{})
+	r, err := Run(ctx, sc, ModeHTTP, []string{BaselineNaive, BaselineNaiveFailover}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,16 +63,39 @@ func TestHTTPMode(t *testing.T) {
 		}
 	}
 
-	b := r.Baseline
-	if b == nil {
-		t.Fatal("no baseline")
+	if len(r.Baselines) != 2 {
+		t.Fatalf("%d baselines, want 2", len(r.Baselines))
 	}
+	b := r.Baselines[0]
 	checkInvariants(t, b)
 	if b.Policy != "naive" || b.AttemptsByTarget["openai/gpt-4o"] != b.Attempts || b.Attempts <= b.Requests {
 		t.Errorf("naive: policy %q, attempts %v of %d", b.Policy, b.AttemptsByTarget, b.Attempts)
 	}
 	if b.Failed == 0 || b.FailuresByReason["max_attempts_reached"] != b.Failed {
 		t.Errorf("naive failures %d %v: with 50%% 429s some requests fail three times", b.Failed, b.FailuresByReason)
+	}
+
+	// naive-failover: the primary three times, then the fallbacks in
+	// order. A request reaches gemini only after three failures on
+	// claude (hangs cut at 300 ms, resets), and gemini is healthy, so
+	// nearly every request succeeds.
+	f := r.Baselines[1]
+	checkInvariants(t, f)
+	if f.Policy != BaselineNaiveFailover || f.Requests != 300 {
+		t.Errorf("naive-failover: policy %q, %d requests", f.Policy, f.Requests)
+	}
+	atLeast(t, "naive-failover success rate", f.SuccessRate, 0.99)
+	if f.ServedByTarget["anthropic/claude-3-5-sonnet"] == 0 || f.AttemptsByTarget["openai/gpt-4o"] < f.Requests {
+		t.Errorf("naive-failover: attempts %v, served %v", f.AttemptsByTarget, f.ServedByTarget)
+	}
+	if f.Attempts > 9*f.Requests {
+		t.Errorf("naive-failover: %d attempts for %d requests, more than three per target", f.Attempts, f.Requests)
+	}
+	if f.SuccessRate <= b.SuccessRate {
+		t.Errorf("naive-failover success %v ≤ naive %v", f.SuccessRate, b.SuccessRate)
+	}
+	if len(f.Blocks) != 0 {
+		t.Errorf("naive-failover has blocks: %v", f.Blocks)
 	}
 }
 
@@ -95,7 +119,7 @@ func TestHTTPModeStreamAndCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
 	defer cancel()
 	var final Progress
-	r, err := RunHTTP(ctx, sc, Options{Progress: func(p Progress) { final = p }}, false)
+	r, err := RunHTTP(ctx, sc, Options{Progress: func(p Progress) { final = p }}, BaselineNone)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +157,7 @@ func TestHTTPModeCapacity(t *testing.T) {
 	))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := Run(ctx, sc, ModeHTTP, BaselineNone, Options{})
+	r, err := Run(ctx, sc, ModeHTTP, nil, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

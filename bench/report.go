@@ -16,8 +16,9 @@ import (
 // WriteReport writes a self-contained HTML page (inline CSS and SVG,
 // nothing fetched) with charts of r over scenario time: requests and
 // successes, attempts per target, latency percentiles, and the upstream
-// phases with the blocks the health state held. A baseline, when present,
-// is drawn dashed in the request chart and listed in the numbers.
+// phases with the blocks the health state held. Each baseline, when
+// present, is drawn dashed in the request chart (a colour of its own),
+// listed under each key number and in the numbers.
 func (r *Result) WriteReport(w io.Writer) error {
 	if r.series == nil || r.scenario == nil {
 		return fmt.Errorf("loadgen: this result carries no series to chart")
@@ -96,19 +97,19 @@ footer{color:var(--muted);font-size:12px;margin-top:8px}
 
 func writeCards(b *strings.Builder, r *Result) {
 	b.WriteString("<div class=\"cards\">")
-	card := func(label, value, cmp string) {
+	card := func(label, value string, cmp []string) {
 		fmt.Fprintf(b, "<div class=\"kpi\"><div class=\"l\">%s</div><div class=\"v\">%s</div>", esc(label), esc(value))
-		if cmp != "" {
-			fmt.Fprintf(b, "<div class=\"c\">%s</div>", esc(cmp))
+		for _, c := range cmp {
+			fmt.Fprintf(b, "<div class=\"c\">%s</div>", esc(c))
 		}
 		b.WriteString("</div>")
 	}
-	base := r.Baseline
-	vs := func(f func(*Result) string) string {
-		if base == nil {
-			return ""
+	vs := func(f func(*Result) string) []string {
+		var out []string
+		for _, x := range r.Baselines {
+			out = append(out, x.Policy+": "+f(x))
 		}
-		return base.Policy + ": " + f(base)
+		return out
 	}
 	card("succeeded", pct(r.SuccessRate), vs(func(x *Result) string { return pct(x.SuccessRate) }))
 	card("failed", thousands(r.Failed), vs(func(x *Result) string { return thousands(x.Failed) }))
@@ -130,8 +131,15 @@ type chartData struct {
 	p50      []float64   // ms; NaN when the bucket has no success
 	p90      []float64
 	p99      []float64
-	baseOK   []float64 // baseline successes per second, at its own midpoints
-	baseMid  []float64
+	base     []baseSeries
+}
+
+// baseSeries is a baseline's successes per second, at its own bucket
+// midpoints (its buckets may be wider than reroute's).
+type baseSeries struct {
+	policy string
+	mid    []float64
+	ok     []float64
 }
 
 func newChartData(r *Result) *chartData {
@@ -171,17 +179,22 @@ func newChartData(r *Result) *chartData {
 		d.p90 = append(d.p90, q(0.9))
 		d.p99 = append(d.p99, q(0.99))
 	}
-	if bl := r.Baseline; bl != nil && bl.series != nil {
+	for _, bl := range r.Baselines {
+		if bl.series == nil {
+			continue
+		}
 		bs := bl.series
+		b := baseSeries{policy: bl.Policy}
 		for i := range bs.arrivals {
 			lo := int64(i) * bs.width
 			if lo >= end {
 				break
 			}
 			span := float64(min(bs.width, end-lo)) / 1e9
-			d.baseMid = append(d.baseMid, float64(lo)/1e9+span/2)
-			d.baseOK = append(d.baseOK, float64(bs.succeeded[i])/span)
+			b.mid = append(b.mid, float64(lo)/1e9+span/2)
+			b.ok = append(b.ok, float64(bs.succeeded[i])/span)
 		}
+		d.base = append(d.base, b)
 	}
 	return d
 }
@@ -190,12 +203,15 @@ func newChartData(r *Result) *chartData {
 // readers in the pairs used here.
 var palette = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"}
 
+// baseColors are the baselines' dashed lines, in the order of
+// Result.Baselines: dark enough to read over the green and red bands.
+var baseColors = []string{"#8250df", "#0550ae", "#1f2328"}
+
 const (
-	colOK       = "#59a14f"
-	colFailed   = "#e15759"
-	colBaseline = "#8250df"
-	colRA       = "#f28e2b"
-	colLatency  = "#b07aa1"
+	colOK      = "#59a14f"
+	colFailed  = "#e15759"
+	colRA      = "#f28e2b"
+	colLatency = "#b07aa1"
 )
 
 // chart draws one x-y chart over scenario time.
@@ -390,19 +406,30 @@ func requestsChart(d *chartData) string {
 	for i := range d.ok {
 		stack[i] = d.ok[i] + d.failed[i]
 	}
-	c := newChart(300, d.xmax, niceMax(maxOf(stack, d.baseOK)))
+	ys := [][]float64{stack}
+	for _, b := range d.base {
+		ys = append(ys, b.ok)
+	}
+	c := newChart(300, d.xmax, niceMax(maxOf(ys...)))
 	c.frame("Requests per second, by arrival time", "requests / s", fmtNum)
 	c.band(d.mid, zero, d.ok, colOK)
 	c.band(d.mid, d.ok, stack, colFailed)
 	items := []legendItem{{label: "succeeded", color: colOK, area: true}, {label: "failed", color: colFailed, area: true}}
-	if d.baseOK != nil {
-		c.path(d.baseMid, d.baseOK, colBaseline, 2, true)
-		items = append(items, legendItem{label: d.r.Baseline.Policy + " baseline: succeeded", color: colBaseline, dash: true})
+	var names []string
+	for i, b := range d.base {
+		col := baseColors[i%len(baseColors)]
+		c.path(b.mid, b.ok, col, 2, true)
+		items = append(items, legendItem{label: b.policy + ": succeeded", color: col, dash: true})
+		names = append(names, b.policy)
 	}
 	c.legend(items)
 	note := "What became of the requests that arrived in each interval: succeeded (green) or failed (red), stacked; the top of the stack is the arrival rate."
-	if d.baseOK != nil {
-		note += " The dashed line is the successes of the same arrivals under the " + d.r.Baseline.Policy + " baseline."
+	switch len(names) {
+	case 0:
+	case 1:
+		note += " The dashed line is the successes of the same arrivals under the " + names[0] + " baseline."
+	default:
+		note += " The dashed lines are the successes of the same arrivals under the baselines (" + strings.Join(names, ", ") + ")."
 	}
 	return c.end(note)
 }
@@ -525,8 +552,8 @@ func timelineChart(d *chartData) string {
 		}
 	}
 	note := "Each target's upstream lane shows the scenario's phases (stronger colour: a larger share of attempts affected); the blocks lane shows when the shared health state blocked it."
-	if d.r.Policy == BaselineNaive {
-		note += " The naive baseline keeps no blocks."
+	if d.r.Policy != PolicyReroute {
+		note += " A baseline keeps no blocks."
 	}
 	return c.end(note)
 }

@@ -9,11 +9,13 @@ import (
 
 // Result is what a run measured. Its JSON form (WriteJSON) is the -json
 // output of cmd/loadgen; in sim mode everything but Wall is a function of
-// the scenario, the seed and the request count alone.
+// the scenario, the seed and the request count alone. The result of a
+// reroute run carries the baselines run beside it (Run) in Baselines; a
+// baseline's result carries none.
 type Result struct {
 	Scenario string `json:"scenario"`
 	Mode     string `json:"mode"`   // "sim" or "http"
-	Policy   string `json:"policy"` // "reroute", or "naive" for the baseline
+	Policy   string `json:"policy"` // "reroute", or the baseline's name: "naive", "naive-failover"
 	Seed     uint64 `json:"seed"`
 
 	Requests      int64   `json:"requests"`
@@ -36,11 +38,12 @@ type Result struct {
 	LatencyMs          Percentiles `json:"latency_ms"` // of the requests that succeeded, from arrival to the end of the answer
 	ScenarioDurationMs float64     `json:"scenario_duration_ms"`
 	// Blocks are the stretches of scenario time during which the shared
-	// health state held a block (sampled; empty for the naive baseline).
+	// health state held a block (sampled; empty for a baseline, which
+	// keeps none).
 	Blocks []BlockJSON `json:"blocks"`
 
-	Wall     Wall    `json:"wall"`
-	Baseline *Result `json:"baseline,omitempty"`
+	Wall      Wall      `json:"wall"`
+	Baselines []*Result `json:"baselines,omitempty"` // in the order they were asked for
 
 	series   *series
 	scenario *Scenario
@@ -133,8 +136,20 @@ func (r *recorder) quantileMs(q float64) float64 {
 
 // WriteJSON writes r as indented JSON. Map keys come out sorted, so two
 // equal results give equal bytes.
+//
+// Besides "baselines", the object has "baseline": the first of them again,
+// as the only baseline was written before there were several, so that
+// readers of that key keep working. It is written here rather than kept
+// as a field so that the Go value has one place for its baselines.
 func (r *Result) WriteJSON(w io.Writer) error {
+	v := struct {
+		*Result
+		Baseline *Result `json:"baseline,omitempty"`
+	}{Result: r}
+	if len(r.Baselines) > 0 {
+		v.Baseline = r.Baselines[0]
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return enc.Encode(v)
 }

@@ -11,37 +11,40 @@ const (
 	ModeHTTP = "http" // loopback upstreams, the HTTP adapter, real time
 )
 
-// The baselines of Run.
-const (
-	BaselineNone  = ""
-	BaselineNaive = "naive" // retry the same target twice at once, nothing else
-)
-
-// Run runs sc in mode (ModeSim or ModeHTTP) and, when baseline is
-// BaselineNaive, runs the naive baseline on the same scenario afterwards
-// and attaches it as the result's Baseline. ctx bounds an HTTP run; a
-// simulation takes no time worth cancelling.
-func Run(ctx context.Context, sc *Scenario, mode, baseline string, o Options) (*Result, error) {
-	if baseline != BaselineNone && baseline != BaselineNaive {
-		return nil, fmt.Errorf("loadgen: unknown baseline %q (want %q or none)", baseline, BaselineNaive)
+// Run runs sc in mode (ModeSim or ModeHTTP) through reroute, then each of
+// baselines (BaselineNaive, BaselineNaiveFailover; see baselineChain for
+// their rule) on the same scenario, one after the other in the order
+// given, and attaches them to the result as its Baselines. A nil or empty
+// list runs reroute alone. ctx bounds an HTTP run; a simulation takes no
+// time worth cancelling.
+func Run(ctx context.Context, sc *Scenario, mode string, baselines []string, o Options) (*Result, error) {
+	for _, b := range baselines {
+		if b == BaselineNone {
+			return nil, fmt.Errorf("loadgen: an empty baseline name in %q", baselines)
+		}
+		if err := checkBaseline(b); err != nil {
+			return nil, err
+		}
 	}
-	var run func(naive bool) (*Result, error)
+	var run func(baseline string) (*Result, error)
 	switch mode {
 	case ModeSim, "":
-		run = func(naive bool) (*Result, error) { return Simulate(sc, o, naive) }
+		run = func(baseline string) (*Result, error) { return Simulate(sc, o, baseline) }
 	case ModeHTTP:
-		run = func(naive bool) (*Result, error) { return RunHTTP(ctx, sc, o, naive) }
+		run = func(baseline string) (*Result, error) { return RunHTTP(ctx, sc, o, baseline) }
 	default:
 		return nil, fmt.Errorf("loadgen: unknown mode %q (want %q or %q)", mode, ModeSim, ModeHTTP)
 	}
-	res, err := run(false)
+	res, err := run(BaselineNone)
 	if err != nil {
 		return nil, err
 	}
-	if baseline == BaselineNaive {
-		if res.Baseline, err = run(true); err != nil {
+	for _, b := range baselines {
+		br, err := run(b)
+		if err != nil {
 			return nil, err
 		}
+		res.Baselines = append(res.Baselines, br)
 	}
 	return res, nil
 }

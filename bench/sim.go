@@ -35,7 +35,7 @@ type Options struct {
 
 // Progress is the state of a run in progress.
 type Progress struct {
-	Policy    string        // "reroute" or "naive"
+	Policy    string        // "reroute", or the baseline's name (BaselineNaive, BaselineNaiveFailover)
 	Elapsed   time.Duration // wall time since the run started
 	Done      int64         // requests finished
 	Total     int64         // requests of the run
@@ -95,7 +95,8 @@ type request struct {
 	deadline int64
 	start    int64 // the current attempt's start
 	target   int   // the current attempt's target
-	n        int   // attempts made (the naive driver's count)
+	n        int   // a baseline's attempts on its current target
+	hop      int   // a baseline's current position in sim.chain
 	out      policy.Outcome
 	total    time.Duration // a stream's whole answer, known when it commits
 	res      engine.Result // a delivered stream, until it ends
@@ -110,8 +111,8 @@ type sim struct {
 	clk     *virtualClock
 	arrive  *rand.Rand // arrival draws
 	draw    *rand.Rand // upstream draws: share and latency
-	naive   bool
-	primary int
+	naive   bool       // a baseline runs instead of the engine
+	chain   []int      // the baseline's targets, in order (baselineChain)
 	up      []Upstream
 	busy    []int           // per target: attempts in progress, for Upstream.Capacity
 	timeout []time.Duration // per target: engine.AttemptTimeout
@@ -130,15 +131,15 @@ type sim struct {
 	nextBlock int64
 }
 
-// naiveMaxAttempts is the naive baseline's attempts per request: the
-// original and two immediate retries of the same target.
-const naiveMaxAttempts = 3
-
 // Simulate runs sc in virtual time and returns what it measured. With
-// naive set it runs the naive baseline instead of the engine (see
+// baseline BaselineNone it runs the engine; with a baseline's name it runs
+// that baseline's driver instead (baselineChain has its rule; see also
 // docs/loadgen.md). The result depends only on the scenario, the seed and
 // the request count, apart from its Wall section.
-func Simulate(sc *Scenario, o Options, naive bool) (*Result, error) {
+func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
+	if err := checkBaseline(baseline); err != nil {
+		return nil, err
+	}
 	cfg, err := sc.NewConfig()
 	if err != nil {
 		return nil, err
@@ -164,8 +165,8 @@ func Simulate(sc *Scenario, o Options, naive bool) (*Result, error) {
 		clk:      clk,
 		arrive:   rand.New(rand.NewPCG(seed, 0x6172726976616c73)), // "arrivals"
 		draw:     rand.New(rand.NewPCG(seed, 0x7570737472656d73)), // "upstrems"
-		naive:    naive,
-		primary:  primary,
+		naive:    baseline != BaselineNone,
+		chain:    baselineChain(c, primary, baseline),
 		up:       sc.Upstreams,
 		timeout:  make([]time.Duration, c.NumTargets()),
 		busy:     make([]int, c.NumTargets()),
@@ -188,10 +189,7 @@ func Simulate(sc *Scenario, o Options, naive bool) (*Result, error) {
 	s.free = make([]int32, 0, inflight)
 	s.nextBlock = epoch
 
-	pol := "reroute"
-	if naive {
-		pol = "naive"
-	}
+	pol := policyName(baseline)
 	t0 := time.Now()
 	s.run(o, pol, t0)
 	return s.rec.result(sc, "sim", pol, seed, time.Since(t0)), nil
@@ -304,10 +302,10 @@ func (s *sim) arrival(now int64) {
 	}
 	i := s.alloc()
 	r := s.slots[i]
-	r.arrival, r.deadline, r.n = now, now+int64(s.deadline), 0
+	r.arrival, r.deadline, r.n, r.hop = now, now+int64(s.deadline), 0, 0
 	s.rec.arrival(now - epoch)
 	if s.naive {
-		r.target = s.primary
+		r.target = s.chain[0]
 		s.attempt(i, now)
 		return
 	}
@@ -420,6 +418,10 @@ func (s *sim) observe(i int32, now int64) {
 		s.deliver(i, now)
 	case r.n < naiveMaxAttempts:
 		s.attempt(i, now) // the same target, at once, whatever it said
+	case r.hop+1 < len(s.chain):
+		r.hop++ // the next target of the chain, at once
+		r.target, r.n = s.chain[r.hop], 0
+		s.attempt(i, now)
 	default:
 		s.finish(i, now, -1, string(engine.ReasonMaxAttempts))
 	}

@@ -12,18 +12,18 @@ import (
 func BenchmarkSimulate(b *testing.B) {
 	sc := mustScenario(b, "default.yaml", DefaultScenario())
 	for _, bc := range []struct {
-		name  string
-		naive bool
-	}{{"reroute", false}, {"naive", true}} {
+		name     string
+		baseline string
+	}{{"reroute", BaselineNone}, {"naive", BaselineNaive}, {"naive-failover", BaselineNaiveFailover}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			var reqs int64
 			for b.Loop() {
-				r := mustSimulate(b, sc, Options{}, bc.naive)
+				r := mustSimulate(b, sc, Options{}, bc.baseline)
 				reqs += r.Requests
 			}
 			b.ReportMetric(float64(reqs)/b.Elapsed().Seconds(), "req/s")
-			b.ReportMetric(float64(testing.AllocsPerRun(1, func() { mustSimulate(b, sc, Options{}, bc.naive) }))/float64(sc.Workload.Requests), "allocs/req")
+			b.ReportMetric(float64(testing.AllocsPerRun(1, func() { mustSimulate(b, sc, Options{}, bc.baseline) }))/float64(sc.Workload.Requests), "allocs/req")
 		})
 	}
 }
@@ -37,7 +37,7 @@ func BenchmarkHTTPMode(b *testing.B) {
 	var reqs int64
 	var wall float64
 	for b.Loop() {
-		r, err := RunHTTP(b.Context(), sc, Options{Requests: 5000}, false)
+		r, err := RunHTTP(b.Context(), sc, Options{Requests: 5000}, BaselineNone)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -11,7 +11,13 @@ import (
 	"time"
 )
 
-// Every sample runs in sim mode and behaves as its story says.
+// Every sample runs in sim mode, beside both baselines, and behaves as its
+// story says. The samples with a plain configuration (fast-outage,
+// fast-outage-stream, random-failures, cascade, flap) describe what a good
+// engine should do; where reroute does not do it yet, the check asserts
+// the floor it holds (never worse than the naive baseline) and what the
+// baselines do, and leaves the rest of the story to the scenario's
+// header.
 func TestSamplesBehave(t *testing.T) {
 	share := func(m map[string]int64, target string) float64 {
 		var all int64
@@ -24,6 +30,26 @@ func TestSamplesBehave(t *testing.T) {
 		return float64(m[target]) / float64(all)
 	}
 	const gpt, claude, gemini = "openai/gpt-4o", "anthropic/claude-3-5-sonnet", "google/gemini-1.5-pro"
+	// outage checks a fast 503 outage of the primary from 10 s to until,
+	// with claude as the one healthy fallback.
+	outage := func(until time.Duration) func(t *testing.T, r *Result) {
+		return func(t *testing.T, r *Result) {
+			naive, fo := r.Baselines[0], r.Baselines[1]
+			atLeast(t, "reroute's success rate over naive's", r.SuccessRate-naive.SuccessRate, 0)
+			if fo.Succeeded != fo.Requests {
+				t.Errorf("naive-failover: %d of %d succeeded, %v", fo.Succeeded, fo.Requests, fo.FailuresByReason)
+			}
+			// Inside the outage every naive-failover request makes three
+			// attempts on the primary, then one on claude.
+			w := window(fo, 12*time.Second, until-2*time.Second)
+			atLeast(t, "naive-failover: primary attempts per claude attempt in the outage", float64(w[gpt])/float64(w[claude]), 2.95)
+			atMost(t, "naive-failover: primary attempts per claude attempt in the outage", float64(w[gpt])/float64(w[claude]), 3.05)
+			// Naive loses what arrives in the outage.
+			atLeast(t, "naive's failure share", float64(naive.Failed)/float64(naive.Requests), 0.9*float64(until-10*time.Second)/float64(r.ScenarioDurationMs*1e6))
+			// After it, the primary serves again.
+			atLeast(t, "primary's share of attempts after the outage", share(window(r, until+5*time.Second, until+20*time.Second), gpt), 0.95)
+		}
+	}
 	tests := map[string]func(t *testing.T, r *Result){
 		"default.yaml": func(t *testing.T, r *Result) {
 			atLeast(t, "success rate", r.SuccessRate, 0.99)
@@ -94,6 +120,37 @@ func TestSamplesBehave(t *testing.T) {
 				t.Errorf("healthy run: %d of %d succeeded with %d attempts, served %v, blocks %v", r.Succeeded, r.Requests, r.Attempts, r.ServedByTarget, r.Blocks)
 			}
 		},
+		"fast-outage.yaml":        outage(40 * time.Second),
+		"fast-outage-stream.yaml": outage(40 * time.Second),
+		"flap.yaml":               outage(70 * time.Second),
+		"random-failures.yaml": func(t *testing.T, r *Result) {
+			naive, fo := r.Baselines[0], r.Baselines[1]
+			atLeast(t, "reroute's success rate over naive's", r.SuccessRate-naive.SuccessRate, 0)
+			// The primary keeps serving most requests.
+			atLeast(t, "primary's share of successes", float64(r.ServedByTarget[gpt])/float64(r.Succeeded), 0.6)
+			// Naive fails a request when three draws of 30 % all fail
+			// (2.7 %); naive-failover then has the healthy fallback.
+			atLeast(t, "naive's failure rate", 1-naive.SuccessRate, 0.015)
+			atMost(t, "naive's failure rate", 1-naive.SuccessRate, 0.04)
+			if fo.Succeeded != fo.Requests || fo.ServedByTarget[claude] == 0 {
+				t.Errorf("naive-failover: %d of %d succeeded, served %v", fo.Succeeded, fo.Requests, fo.ServedByTarget)
+			}
+		},
+		"cascade.yaml": func(t *testing.T, r *Result) {
+			naive, fo := r.Baselines[0], r.Baselines[1]
+			atLeast(t, "reroute's success rate over naive's", r.SuccessRate-naive.SuccessRate, 0)
+			if fo.Succeeded != fo.Requests {
+				t.Errorf("naive-failover: %d of %d succeeded, %v", fo.Succeeded, fo.Requests, fo.FailuresByReason)
+			}
+			// naive-failover walks the list in order: gemini only
+			// while the two before it are both down (25-40 s).
+			if n := window(fo, 27*time.Second, 38*time.Second)[gemini]; n == 0 {
+				t.Error("naive-failover sent nothing to gemini while the first two were down")
+			}
+			if n := window(fo, 0, 24*time.Second)[gemini] + window(fo, 41*time.Second, 80*time.Second)[gemini]; n != 0 {
+				t.Errorf("naive-failover sent %d attempts to gemini while an earlier target was healthy", n)
+			}
+		},
 		"stream-resets.yaml": func(t *testing.T, r *Result) {
 			atLeast(t, "success rate", r.SuccessRate, 0.999)
 			if r.Attempts <= r.Requests {
@@ -108,20 +165,27 @@ func TestSamplesBehave(t *testing.T) {
 				t.Fatalf("no expectations for sample %s: add them here", name)
 			}
 			sc := mustSample(t, name)
-			r := mustSimulate(t, sc, Options{}, false)
+			r, err := Run(context.Background(), sc, ModeSim, Baselines, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			checkInvariants(t, r)
 			if r.Requests != int64(sc.Workload.Requests) {
 				t.Errorf("%d requests, the scenario has %d", r.Requests, sc.Workload.Requests)
 			}
+			if len(r.Baselines) != len(Baselines) {
+				t.Fatalf("%d baselines, want %d", len(r.Baselines), len(Baselines))
+			}
+			for i, b := range r.Baselines {
+				checkInvariants(t, b)
+				if b.Policy != Baselines[i] || b.Requests != r.Requests {
+					t.Errorf("baseline %q ran %d requests, reroute %d", b.Policy, b.Requests, r.Requests)
+				}
+				if len(b.Blocks) != 0 {
+					t.Errorf("baseline %q has blocks: %v", b.Policy, b.Blocks)
+				}
+			}
 			check(t, r)
-			b := mustSimulate(t, sc, Options{}, true)
-			checkInvariants(t, b)
-			if b.Requests != r.Requests {
-				t.Errorf("naive baseline ran %d requests, reroute %d", b.Requests, r.Requests)
-			}
-			if len(b.Blocks) != 0 {
-				t.Errorf("naive baseline has blocks: %v", b.Blocks)
-			}
 		})
 	}
 }
@@ -199,7 +263,7 @@ func TestDeterminism(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			sc := mustSample(t, name)
 			run := func(o Options) []byte {
-				r, err := Run(context.Background(), sc, ModeSim, BaselineNaive, o)
+				r, err := Run(context.Background(), sc, ModeSim, Baselines, o)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -220,7 +284,7 @@ func TestDeterminism(t *testing.T) {
 func TestOptionsOverride(t *testing.T) {
 	sc := mustScenario(t, "default.yaml", DefaultScenario())
 	seed := uint64(99)
-	r := mustSimulate(t, sc, Options{Requests: 500, Seed: &seed}, false)
+	r := mustSimulate(t, sc, Options{Requests: 500, Seed: &seed}, BaselineNone)
 	if r.Requests != 500 || r.Seed != 99 {
 		t.Errorf("requests %d seed %d, want 500 and 99", r.Requests, r.Seed)
 	}
@@ -244,7 +308,7 @@ func TestOptionsOverride(t *testing.T) {
 func TestProgress(t *testing.T) {
 	sc := mustScenario(t, "default.yaml", DefaultScenario())
 	var calls []Progress
-	r := mustSimulate(t, sc, Options{Requests: 2000, ProgressEvery: time.Nanosecond, Progress: func(p Progress) { calls = append(calls, p) }}, false)
+	r := mustSimulate(t, sc, Options{Requests: 2000, ProgressEvery: time.Nanosecond, Progress: func(p Progress) { calls = append(calls, p) }}, BaselineNone)
 	if len(calls) == 0 || !calls[len(calls)-1].Final {
 		t.Fatalf("progress calls %+v, want a final one", calls)
 	}
@@ -258,7 +322,7 @@ func TestProgress(t *testing.T) {
 // and never waits.
 func TestNaiveBaseline(t *testing.T) {
 	sc := mustScenario(t, "default.yaml", DefaultScenario())
-	r := mustSimulate(t, sc, Options{}, true)
+	r := mustSimulate(t, sc, Options{}, BaselineNaive)
 	for tg, n := range r.AttemptsByTarget {
 		if tg != sc.Workload.Model && n != 0 {
 			t.Errorf("naive sent %d attempts to %s", n, tg)
@@ -267,12 +331,164 @@ func TestNaiveBaseline(t *testing.T) {
 	if r.Attempts > 3*r.Requests || r.Attempts <= r.Requests {
 		t.Errorf("%d attempts for %d requests", r.Attempts, r.Requests)
 	}
-	reroute := mustSimulate(t, sc, Options{}, false)
+	reroute := mustSimulate(t, sc, Options{}, BaselineNone)
 	if r.SuccessRate >= reroute.SuccessRate {
 		t.Errorf("naive success %v ≥ reroute %v on the default scenario", r.SuccessRate, reroute.SuccessRate)
 	}
 	if r.FailuresByReason["max_attempts_reached"] != r.Failed {
 		t.Errorf("naive failures %v", r.FailuresByReason)
+	}
+}
+
+// attemptLog lists a run's attempts in order of their start, as "20ms
+// openai/gpt-4o" (the start of the series bucket), and fails the test
+// unless every bucket holds at most one attempt, which the scenarios that
+// use it space out.
+func attemptLog(t *testing.T, r *Result) []string {
+	t.Helper()
+	s := r.series
+	var out []string
+	for b := range s.arrivals {
+		n := 0
+		for tg, name := range r.scenario.Targets {
+			if k := s.attempts[b*s.nt+tg]; k > 0 {
+				n += int(k)
+				out = append(out, (time.Duration(b)*time.Duration(s.width)).String()+" "+name)
+			}
+		}
+		if n > 1 {
+			t.Fatalf("bucket %d of %v holds %d attempts: the log would lose their order", b, time.Duration(s.width), n)
+		}
+	}
+	return out
+}
+
+// The baselines' rule, attempt by attempt, on one request: naive tries the
+// primary three times and gives up; naive-failover then tries each
+// fallback three times in the order written, at once, and the first 2xx
+// ends the request. A 429 is retried like a 503 (no Retry-After is read),
+// and the request's deadline cuts the walk.
+func TestBaselineAttempts(t *testing.T) {
+	scenario := func(timeout string) *Scenario {
+		return mustScenario(t, "walk.yaml", doc(
+			"config:",
+			"  model_providers:",
+			"    - model: openai/gpt-4o",
+			"      retry_policy: {fallback_models: [anthropic/claude-3-5-sonnet, google/gemini-1.5-pro]}",
+			"    - model: anthropic/claude-3-5-sonnet",
+			"    - model: google/gemini-1.5-pro",
+			"workload: {model: openai/gpt-4o, requests: 1, concurrency: 1, timeout: "+timeout+"}",
+			"upstreams:",
+			"  openai/gpt-4o: {phases: [{status: 503, latency: {ttfb: 20ms}}]}",
+			"  anthropic/claude-3-5-sonnet: {phases: [{status: 429, retry_after: \"30\", latency: {ttfb: 20ms}}]}",
+			"  google/gemini-1.5-pro: {latency: {ttfb: 20ms, total: 50ms}}",
+		))
+	}
+	const gpt, claude, gemini = "openai/gpt-4o", "anthropic/claude-3-5-sonnet", "google/gemini-1.5-pro"
+	tests := []struct {
+		name     string
+		baseline string
+		timeout  string
+		log      []string
+		served   string // "" when the request fails
+		reason   string
+		endMs    float64
+	}{
+		{"naive", BaselineNaive, "30s",
+			[]string{"0s " + gpt, "20ms " + gpt, "40ms " + gpt},
+			"", "max_attempts_reached", 60},
+		{"naive-failover", BaselineNaiveFailover, "30s",
+			[]string{"0s " + gpt, "20ms " + gpt, "40ms " + gpt, "60ms " + claude, "80ms " + claude, "100ms " + claude, "120ms " + gemini},
+			gemini, "", 170},
+		{"naive-failover cut by the deadline", BaselineNaiveFailover, "130ms",
+			[]string{"0s " + gpt, "20ms " + gpt, "40ms " + gpt, "60ms " + claude, "80ms " + claude, "100ms " + claude, "120ms " + gemini},
+			"", "deadline", 130},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustSimulate(t, scenario(tt.timeout), Options{}, tt.baseline)
+			checkInvariants(t, r)
+			if got := attemptLog(t, r); !slices.Equal(got, tt.log) {
+				t.Errorf("attempts\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.log, "\n"))
+			}
+			if tt.served != "" && r.ServedByTarget[tt.served] != 1 {
+				t.Errorf("served %v, want %s", r.ServedByTarget, tt.served)
+			}
+			if tt.reason != "" && r.FailuresByReason[tt.reason] != 1 {
+				t.Errorf("failures %v, want %s", r.FailuresByReason, tt.reason)
+			}
+			if r.ScenarioDurationMs != tt.endMs {
+				t.Errorf("ended at %v ms, want %v: no waits between attempts", r.ScenarioDurationMs, tt.endMs)
+			}
+			if r.Policy != tt.baseline {
+				t.Errorf("policy %q", r.Policy)
+			}
+		})
+	}
+}
+
+// baselineChain takes the primary's compiled fallbacks: in the order
+// written, unconfigured entries and repeats dropped; naive and a primary
+// without fallbacks walk the primary alone.
+func TestBaselineChain(t *testing.T) {
+	sc := mustScenario(t, "chain.yaml", doc(
+		"config:",
+		"  model_providers:",
+		"    - model: openai/gpt-4o",
+		"      retry_policy:",
+		"        fallback_models: [google/gemini-1.5-pro, mistral/large, anthropic/claude-3-5-sonnet, google/gemini-1.5-pro]",
+		"    - model: anthropic/claude-3-5-sonnet",
+		"    - model: google/gemini-1.5-pro",
+		"workload: {model: openai/gpt-4o, requests: 1, concurrency: 1}",
+	))
+	cfg, err := sc.NewConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Compiled()
+	idx := func(name string) int {
+		i, ok := c.Lookup(name)
+		if !ok {
+			t.Fatalf("%s not configured", name)
+		}
+		return i
+	}
+	gpt, claude, gemini := idx("openai/gpt-4o"), idx("anthropic/claude-3-5-sonnet"), idx("google/gemini-1.5-pro")
+	for _, tt := range []struct {
+		primary  int
+		baseline string
+		want     []int
+	}{
+		{gpt, BaselineNaiveFailover, []int{gpt, gemini, claude}},
+		{gpt, BaselineNaive, []int{gpt}},
+		{claude, BaselineNaiveFailover, []int{claude}},
+	} {
+		if got := baselineChain(c, tt.primary, tt.baseline); !slices.Equal(got, tt.want) {
+			t.Errorf("chain of %s under %s = %v, want %v", c.Targets[tt.primary], tt.baseline, got, tt.want)
+		}
+	}
+}
+
+func TestParseBaselines(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"", nil, false},
+		{"none", nil, false},
+		{"naive", []string{BaselineNaive}, false},
+		{"naive-failover, naive,naive-failover", []string{BaselineNaiveFailover, BaselineNaive}, false},
+		{"naive,none", []string{BaselineNaive}, false},
+		{"naive,smart", nil, true},
+	} {
+		got, err := ParseBaselines(tt.in)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseBaselines(%q) = %v, %v; want %v, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+	if _, err := Run(context.Background(), mustScenario(t, "default.yaml", DefaultScenario()), ModeSim, []string{"smart"}, Options{}); err == nil {
+		t.Error("Run with an unknown baseline: no error")
 	}
 }
 
@@ -289,7 +505,7 @@ func TestHangUntilDeadline(t *testing.T) {
 		"  openai/gpt-4o:",
 		"    phases: [{hang: true}]",
 	))
-	r := mustSimulate(t, sc, Options{}, false)
+	r := mustSimulate(t, sc, Options{}, BaselineNone)
 	if r.Failed != 50 || r.FailuresByReason["deadline"] != 50 || r.Attempts != 50 {
 		t.Errorf("failed %d, reasons %v, attempts %d; want 50 deadline failures of one attempt each", r.Failed, r.FailuresByReason, r.Attempts)
 	}
@@ -309,7 +525,7 @@ func TestPassThrough(t *testing.T) {
 		"  openai/gpt-4o:",
 		"    phases: [{at: 0s, status: 429}, {at: 1s, hang: true}, {at: 2s, reset: true}]",
 	))
-	r := mustSimulate(t, sc, Options{}, false)
+	r := mustSimulate(t, sc, Options{}, BaselineNone)
 	checkInvariants(t, r)
 	if r.Succeeded != 0 || r.Attempts != 300 || r.FailuresByReason["upstream_429"] == 0 ||
 		r.FailuresByReason["upstream_timeout"] == 0 || r.FailuresByReason["upstream_error"] == 0 {
@@ -406,7 +622,7 @@ func TestCapacity(t *testing.T) {
 			"  anthropic/claude-3-5-sonnet:",
 			"    latency: {ttfb: 100ms, total: 1s}",
 		))
-		r := mustSimulate(t, sc, Options{}, false)
+		r := mustSimulate(t, sc, Options{}, BaselineNone)
 		checkInvariants(t, r)
 		return r
 	}

@@ -10,13 +10,10 @@ import (
 	"unicode/utf8"
 )
 
-// WriteSummary writes the human-readable summary of r (and of its baseline,
-// side by side) as a plain-text table.
+// WriteSummary writes the human-readable summary of r (and of its
+// baselines, side by side in their order) as a plain-text table.
 func (r *Result) WriteSummary(w io.Writer) error {
-	runs := []*Result{r}
-	if r.Baseline != nil {
-		runs = append(runs, r.Baseline)
-	}
+	runs := append([]*Result{r}, r.Baselines...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "scenario %s: %s mode, seed %d, %s requests", r.Scenario, r.Mode, r.Seed, thousands(r.Requests))
 	if sc := r.scenario; sc != nil {

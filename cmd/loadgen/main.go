@@ -39,11 +39,12 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool) int {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var baselines listFlag
+	fs.Var(&baselines, "baseline", "also run `BASELINES` on the same scenario and show them side by side: a comma-separated list of naive and naive-failover (repeatable; none for no baseline)")
 	var (
 		mode     = fs.String("mode", bench.ModeSim, "sim: in-process, virtual time, deterministic; http: loopback upstreams and the HTTP adapter, real time")
 		jsonOut  = fs.String("json", "", "write the results as JSON to `FILE` (- for stdout)")
 		report   = fs.String("report", "", "write a self-contained HTML report with charts to `FILE`")
-		baseline = fs.String("baseline", "", "also run a baseline on the same scenario and show it side by side: naive")
 		requests = fs.Int("requests", 0, "override workload.requests with `N`")
 		seedFlag = fs.String("seed", "", "override the scenario's seed")
 		quiet    = fs.Bool("quiet", false, "no progress line on stderr")
@@ -76,11 +77,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintf(stderr, "loadgen: -mode must be sim or http, not %q\n", *mode)
 		return 2
 	}
-	if *baseline == "none" {
-		*baseline = ""
-	}
-	if *baseline != bench.BaselineNone && *baseline != bench.BaselineNaive {
-		fmt.Fprintf(stderr, "loadgen: -baseline must be naive, not %q\n", *baseline)
+	bases, err := bench.ParseBaselines(strings.Join(baselines, ","))
+	if err != nil {
+		fmt.Fprintf(stderr, "loadgen: -baseline must list naive, naive-failover or none, not %q\n", strings.Join(baselines, ","))
 		return 2
 	}
 	if *requests < 0 {
@@ -139,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		defer reportW.Close()
 	}
 
-	res, err := bench.Run(ctx, sc, *mode, *baseline, opts)
+	res, err := bench.Run(ctx, sc, *mode, bases, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "loadgen: %v\n", err)
 		return 1
@@ -187,6 +186,13 @@ func load(name string) (*bench.Scenario, error) {
 	return bench.LoadScenario(name)
 }
 
+// listFlag collects every value of a repeated flag, in order; each value
+// may itself be a comma-separated list, split later.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
 // progress prints the live progress line: rewritten in place on a
 // terminal, otherwise one line per call (about one a second), never the
 // final one.
@@ -207,7 +213,7 @@ func (p *progress) update(s bench.Progress) {
 	if s.Elapsed > 0 {
 		perSec = float64(s.Done) / s.Elapsed.Seconds()
 	}
-	line := fmt.Sprintf("loadgen %-7s %7.1fs  %d/%d done  %.2f%% ok  %.0f req/s  scenario time %s",
+	line := fmt.Sprintf("loadgen %-14s %7.1fs  %d/%d done  %.2f%% ok  %.0f req/s  scenario time %s",
 		s.Policy, s.Elapsed.Seconds(), s.Done, s.Total, ok, perSec, s.Scenario.Round(100*time.Millisecond))
 	if p.tty {
 		fmt.Fprintf(p.w, "\r\x1b[K%s", line)

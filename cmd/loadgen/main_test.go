@@ -39,11 +39,11 @@ func TestDefaultScenario(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	dir := t.TempDir()
 	js, rep := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
-	code, out, errs := runCmd(t, "-baseline", "naive", "-json", js, "-report", rep, "-requests", "4000", "-seed", "9")
+	code, out, errs := runCmd(t, "-baseline", "naive", "-baseline", "naive-failover", "-json", js, "-report", rep, "-requests", "4000", "-seed", "9")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	if !regexp.MustCompile(`\s+reroute\s+naive\n`).MatchString(out) {
+	if !regexp.MustCompile(`\s+reroute\s+naive\s+naive-failover\n`).MatchString(out) {
 		t.Errorf("summary has no side-by-side header:\n%s", out)
 	}
 	data, err := os.ReadFile(js)
@@ -57,7 +57,12 @@ func TestOutputs(t *testing.T) {
 	if m["requests"].(float64) != 4000 || m["seed"].(float64) != 9 || m["mode"] != "sim" {
 		t.Errorf("JSON %v", m)
 	}
-	if b, ok := m["baseline"].(map[string]any); !ok || b["policy"] != "naive" {
+	// baselines lists them in order; baseline repeats the first.
+	bs, _ := m["baselines"].([]any)
+	if len(bs) != 2 || bs[0].(map[string]any)["policy"] != "naive" || bs[1].(map[string]any)["policy"] != "naive-failover" {
+		t.Errorf("baselines %v", m["baselines"])
+	}
+	if b, ok := m["baseline"].(map[string]any); !ok || b["policy"] != "naive" || len(bs) == 0 || b["attempts"] != bs[0].(map[string]any)["attempts"] {
 		t.Errorf("baseline %v", m["baseline"])
 	}
 	page, err := os.ReadFile(rep)
@@ -65,7 +70,7 @@ func TestOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	html := string(page)
-	for _, w := range []string{"<!DOCTYPE html>", "<svg", "Requests per second", "Attempts per second by target", "Latency of successful requests", "Upstream behaviour and blocks", "naive baseline"} {
+	for _, w := range []string{"<!DOCTYPE html>", "<svg", "Requests per second", "Attempts per second by target", "Latency of successful requests", "Upstream behaviour and blocks", "naive: succeeded", "naive-failover: succeeded", "naive-failover: 100"} {
 		if !strings.Contains(html, w) {
 			t.Errorf("report lacks %q", w)
 		}
@@ -73,6 +78,29 @@ func TestOutputs(t *testing.T) {
 	// Self-contained: nothing to fetch.
 	if refs := regexp.MustCompile(`(src|href)=|url\(|https?://`).FindAllString(strings.ReplaceAll(html, `xmlns="http://www.w3.org/2000/svg"`, ""), -1); len(refs) > 0 {
 		t.Errorf("report references %v", refs)
+	}
+}
+
+// -baseline takes a comma-separated list, may be repeated, keeps the order
+// given and drops repeats; none means no baseline.
+func TestBaselineFlag(t *testing.T) {
+	header := regexp.MustCompile(`(?m)^ +reroute.*$`)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-baseline", "naive-failover,naive"}, "reroute naive-failover naive"},
+		{[]string{"-baseline", "naive", "-baseline", "naive,naive-failover"}, "reroute naive naive-failover"},
+		{[]string{"-baseline", "none"}, "reroute"},
+		{nil, "reroute"},
+	} {
+		code, out, errs := runCmd(t, append(tt.args, "-requests", "300")...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", tt.args, code, errs)
+		}
+		if got := strings.Join(strings.Fields(header.FindString(out)), " "); got != tt.want {
+			t.Errorf("%v: header %q, want %q", tt.args, got, tt.want)
+		}
 	}
 }
 
@@ -109,7 +137,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"-json", out, bad}, `line 3: workload.burst: unknown key "burst"`},
 		{[]string{filepath.Join(dir, "missing.yaml")}, "no such file"},
 		{[]string{"-mode", "warp"}, "-mode must be sim or http"},
-		{[]string{"-baseline", "smart"}, "-baseline must be naive"},
+		{[]string{"-baseline", "smart"}, "-baseline must list naive, naive-failover or none"},
+		{[]string{"-baseline", "naive,smart"}, "-baseline must list naive, naive-failover or none"},
 		{[]string{"-seed", "x"}, "-seed must be an unsigned integer"},
 		{[]string{"-requests", "-3"}, "-requests must be positive"},
 		{[]string{"a.yaml", "b.yaml"}, "one scenario at a time"},
