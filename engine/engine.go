@@ -105,10 +105,25 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 		now:         func() int64 { return o.clock.Now().UnixNano() },
 		shards:      e.shards[:],
 	}
+	e.env.passiveHealth(c)
 	if o.health != nil {
 		e.health = o.health
 	} else {
 		hopts := []health.Option{health.WithClock(o.clock), health.WithLogger(o.logger)}
+		if f := o.hooks.Ejected; f != nil {
+			log := o.logger
+			hopts = append(hopts, health.WithOnEject(func(name string, d time.Duration, n int) {
+				defer recoverHook(log, name)
+				f(name, d, n)
+			}))
+		}
+		if f := o.hooks.Recovered; f != nil {
+			log := o.logger
+			hopts = append(hopts, health.WithOnRecover(func(name string) {
+				defer recoverHook(log, name)
+				f(name)
+			}))
+		}
 		if f := o.hooks.Block; f != nil {
 			// Shared blocks are told by the actor, once per block created,
 			// on its goroutine: a panicking hook must not take it down.
@@ -129,6 +144,14 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 		e.shards[i].counts = newCounts(c.NumTargets())
 	}
 	return e, nil
+}
+
+// recoverHook keeps a host's hook that panics on the actor's goroutine
+// from taking the actor down.
+func recoverHook(log *zap.Logger, id string) {
+	if r := recover(); r != nil {
+		log.Error("reroute health hook panicked", zap.String("id", id), zap.Any("panic", r))
+	}
 }
 
 // AttemptTimeout returns the per-attempt timeout of target index t

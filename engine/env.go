@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -39,6 +40,28 @@ type env struct {
 	budget      *retryBudget
 	now         func() int64 // the clock, for machines in real time
 	shards      []shard      // for the retry budget's request count
+
+	// Passive health, per target: the identifier its outcomes count for
+	// (-1: passive health off), and how long a probe claim on it lasts.
+	ejID     []int32
+	claimFor []time.Duration
+}
+
+// passiveHealth fills ejID and claimFor from c. A probe's claim lasts the
+// rule's max_cooldown: long enough that a probe which hangs does not let a
+// second one through at once, short enough that one which never reports
+// does not keep the target half-open for good.
+func (v *env) passiveHealth(c *policy.Compiled) {
+	v.ejID = make([]int32, c.NumTargets())
+	v.claimFor = make([]time.Duration, c.NumTargets())
+	for t := range v.ejID {
+		v.ejID[t] = -1
+		if t < len(c.Ejection) && c.Ejection[t] != nil {
+			r := c.Ejection[t]
+			v.ejID[t] = int32(c.ID(t, r.Scope))
+			v.claimFor[t] = max(r.MaxCooldown, r.Cooldown)
+		}
+	}
 }
 
 // requests is the number of requests begun so far: what the retry budget

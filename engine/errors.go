@@ -110,6 +110,9 @@ type ExhaustedError struct {
 	// BudgetExhausted reports that the time budget or the retry budget ran
 	// out.
 	BudgetExhausted bool
+	// Ejected lists the targets skipped because passive health had them
+	// ejected (docs/behaviour.md#passive-health); nil if none.
+	Ejected []string
 }
 
 func (e *ExhaustedError) Error() string {
@@ -194,6 +197,7 @@ type errorDetail struct {
 	MaxRetryAfter   *float64       `json:"observed_max_retry_after_seconds,omitempty"`
 	ShortestBlock   *float64       `json:"shortest_remaining_block_seconds,omitempty"`
 	BudgetExhausted bool           `json:"retry_budget_exhausted"`
+	Ejected         []string       `json:"ejected_targets,omitempty"`
 }
 
 type errorAttempt struct {
@@ -211,6 +215,7 @@ func (e *ExhaustedError) Body() []byte {
 		Attempts:        make([]errorAttempt, len(e.Attempts)),
 		TotalAttempts:   len(e.Attempts),
 		BudgetExhausted: e.BudgetExhausted,
+		Ejected:         e.Ejected,
 	}
 	for i, a := range e.Attempts {
 		d.Attempts[i] = errorAttempt{Model: a.Target, ErrorType: a.ErrorType(), Attempt: a.Number}

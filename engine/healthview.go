@@ -19,6 +19,10 @@ type Health interface {
 	ReportRetryAfter(id int, until int64) bool
 	// ReportLatency records a latency event of identifier id.
 	ReportLatency(id int, at int64, minTriggers int, window, block time.Duration) bool
+	// ReportFailure records a failure of identifier id that counts for
+	// passive health; ReportSuccess an answer that shows id works.
+	ReportFailure(id int, at int64) bool
+	ReportSuccess(id int, at int64) bool
 }
 
 // View is a consistent picture of the shared block state.
@@ -29,6 +33,11 @@ type View interface {
 	// Clear reports that no block is recorded for target, so that the
 	// request path can skip reading the clock.
 	Clear(target int) bool
+	// Claim tries to make the caller the one probe of half-open
+	// identifier id, holding the claim until the given time; Release
+	// gives up such a claim.
+	Claim(id int, now, until int64) bool
+	Release(id int, until int64)
 }
 
 type actorHealth struct{ a *health.Actor }
@@ -40,6 +49,8 @@ func (h actorHealth) ReportRetryAfter(id int, until int64) bool {
 func (h actorHealth) ReportLatency(id int, at int64, n int, window, block time.Duration) bool {
 	return h.a.ReportLatency(id, at, n, window, block)
 }
+func (h actorHealth) ReportFailure(id int, at int64) bool { return h.a.ReportFailure(id, at) }
+func (h actorHealth) ReportSuccess(id int, at int64) bool { return h.a.ReportSuccess(id, at) }
 
 // SyncHealth returns a Health that applies every report to s at once. s is
 // not safe for concurrent use, and neither is the result: use it with one
@@ -57,6 +68,14 @@ func (h syncHealth) ReportLatency(id int, at int64, n int, window, block time.Du
 	h.s.LatencyEvent(id, at, n, window, block)
 	return true
 }
+func (h syncHealth) ReportFailure(id int, at int64) bool {
+	h.s.Failure(id, at)
+	return true
+}
+func (h syncHealth) ReportSuccess(id int, _ int64) bool {
+	h.s.Success(id)
+	return true
+}
 
 // stateView reads a health.State directly; it is only as consistent as the
 // single goroutine that owns the state makes it.
@@ -64,3 +83,5 @@ type stateView struct{ s *health.State }
 
 func (v stateView) Lookup(t int, now int64) health.Status { return v.s.Lookup(t, now) }
 func (v stateView) Clear(int) bool                        { return false }
+func (v stateView) Claim(id int, now, until int64) bool   { return v.s.Claim(id, now, until) }
+func (v stateView) Release(id int, _ int64)               { v.s.Release(id) }

@@ -100,6 +100,27 @@ type Machine struct {
 	facts    facts // this request's own health facts
 	view     View  // the shared state, read once per decision
 
+	// Passive health. probeID is 1 + the identifier whose probe claim
+	// this request holds (0: none), until probeUntil, for the attempt to
+	// probeTarget.
+	probeID     int
+	probeUntil  int64
+	probeTarget int
+	hinted      bool // the last failed answer carried a usable retry hint
+	// lastResort is the most promising ejected candidate of the current
+	// decision (the one whose ejection ends first), -1 none: a request
+	// whose every candidate is ejected still tries it.
+	lastResort      int
+	lastResortUntil int64
+	// claimsLost are the half-open candidates of this decision whose probe
+	// another request holds.
+	claimsLost  [2]int32
+	nclaimsLost int
+	// ejected lists the targets skipped as ejected, for the exhaustion.
+	ejected  [4]int32
+	nejected int
+	ejected2 []int32
+
 	last      policy.Outcome
 	lastClass policy.Class
 
@@ -179,6 +200,7 @@ func (m *Machine) now() int64 {
 // decision, and only if the decision needs it.
 func (m *Machine) step() {
 	m.view = m.env.health.View()
+	m.lastResort, m.nclaimsLost = -1, 0
 	if !m.virtual {
 		m.haveNow = false
 	}
@@ -242,16 +264,162 @@ func (m *Machine) blocked(st health.Status) bool {
 	return st.Until != 0 && st.Blocked(m.now())
 }
 
+// avail says whether a candidate can be attempted now.
+type avail uint8
+
+const (
+	availYes     avail = iota
+	availBlocked       // a Retry-After or latency block: skip it
+	availEjected       // ejected by passive health: skip it, but keep it as a last resort
+	availProbe         // half-open: usable as its one probe, if this request wins the claim
+)
+
+// availability combines lookup with passive health.
+func (m *Machine) availability(t int) (avail, health.Status) {
+	st := m.lookup(t)
+	switch {
+	case m.blocked(st):
+		return availBlocked, st
+	case !st.Ejected:
+		return availYes, st
+	case st.EjectedUntil > m.now() || m.claimLost(t):
+		return availEjected, st
+	}
+	return availProbe, st
+}
+
+// take decides to use candidate t of availability a: a half-open one only
+// if this request wins its probe claim. It reports whether t may be used;
+// a candidate it refuses is noted as ejected.
+func (m *Machine) take(t int, a avail, st health.Status) bool {
+	switch a {
+	case availYes:
+		return true
+	case availProbe:
+		now := m.now()
+		until := now + int64(m.env.claimFor[t])
+		if m.view.Claim(st.EjectedID, now, until) {
+			m.releaseProbe() // one claim at a time
+			m.probeID, m.probeUntil, m.probeTarget = st.EjectedID+1, until, t
+			if m.env.hooks.Probe != nil {
+				m.env.hooks.Probe(m.name(t))
+			}
+			if m.env.debug {
+				m.logDebug("reroute probe of an ejected target", zap.String("target", m.name(t)))
+			}
+			return true
+		}
+		if m.nclaimsLost < len(m.claimsLost) {
+			m.claimsLost[m.nclaimsLost] = int32(t)
+			m.nclaimsLost++
+		}
+	}
+	m.noteEjected(t, st)
+	return false
+}
+
+func (m *Machine) claimLost(t int) bool {
+	for i := range m.nclaimsLost {
+		if int(m.claimsLost[i]) == t {
+			return true
+		}
+	}
+	return false
+}
+
+// noteEjected records a candidate skipped as ejected: for the exhaustion,
+// and as the decision's last resort if its ejection ends first.
+func (m *Machine) noteEjected(t int, st health.Status) {
+	if m.lastResort < 0 || st.EjectedUntil < m.lastResortUntil {
+		m.lastResort, m.lastResortUntil = t, st.EjectedUntil
+	}
+	for i := 0; i < m.nejected && i < len(m.ejected); i++ {
+		if int(m.ejected[i]) == t {
+			return
+		}
+	}
+	for _, x := range m.ejected2 {
+		if int(x) == t {
+			return
+		}
+	}
+	if m.nejected < len(m.ejected) {
+		m.ejected[m.nejected] = int32(t)
+	} else {
+		m.ejected2 = append(m.ejected2, int32(t))
+	}
+	m.nejected++
+	if m.env.debug {
+		m.logDebug("reroute candidate skipped as ejected", zap.String("target", m.name(t)), zap.Duration("remaining", time.Duration(max(st.EjectedUntil-m.now(), 0))))
+	}
+}
+
+// releaseProbe gives up a probe claim this request holds but will not use.
+func (m *Machine) releaseProbe() {
+	if m.probeID != 0 {
+		m.view.Release(m.probeID-1, m.probeUntil)
+		m.probeID = 0
+	}
+}
+
+// passive reports the outcome of the attempt to target t to passive
+// health: every failure that counts (a 5xx, a timeout or transport error,
+// a 429 without a usable hint); a success only when the target is suspect
+// (a streak to reset, an ejection to end) or this attempt was its probe,
+// so that a healthy success sends nothing.
+func (m *Machine) passive(t int, o *policy.Outcome, failure bool) {
+	id := m.env.ejID[t]
+	probe := m.probeID != 0 && m.probeTarget == t
+	if probe {
+		m.probeID = 0 // the outcome decides; the claim is spent
+	}
+	if id < 0 {
+		return
+	}
+	if failure {
+		m.env.health.ReportFailure(int(id), m.now())
+		return
+	}
+	if probe || (!m.view.Clear(t) && m.view.Lookup(t, 0).Suspect) {
+		m.env.health.ReportSuccess(int(id), m.now())
+	}
+}
+
+// countsAsFailure says whether an outcome is a failure of its target for
+// passive health: a 5xx, a timeout or transport error, a 429 without a
+// usable retry hint. A latency failure (an attempt abandoned as slow) is
+// the latency rule's business, and any other answer, a 4xx included,
+// shows the target works.
+func countsAsFailure(o *policy.Outcome, hinted bool) bool {
+	switch {
+	case o.Err != nil:
+		return !errors.Is(o.Err, policy.ErrHighLatency)
+	case o.Status >= 500:
+		return true
+	case o.Status == 429:
+		return !hinted
+	}
+	return false
+}
+
 // Start decides the first step: the block check before the first attempt.
 // A blocked primary is treated as if it had just failed with the policy's
 // default strategy.
 func (m *Machine) Start() Step {
 	m.step()
 	if m.rules != nil {
-		if st := m.lookup(m.primary); m.blocked(st) {
+		switch a, st := m.availability(m.primary); a {
+		case availBlocked:
 			m.skip(m.primary, st)
 			m.markTried(m.primary)
 			return m.next(m.rules.Default, m.primary)
+		case availEjected, availProbe:
+			if !m.take(m.primary, a, st) {
+				// The primary's last-resort standing survives markTried:
+				// choose falls back on it when nothing else is left.
+				m.markTried(m.primary)
+				return m.next(m.rules.Default, m.primary)
+			}
 		}
 	}
 	return m.attempt(m.primary, 0, -1)
@@ -300,6 +468,13 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
+		if m.env.ejID[t] >= 0 {
+			hinted := false
+			if o.Status == 429 && o.Err == nil {
+				hinted = policy.ParseRetryAfter(429, o.Header, time.Unix(0, m.now()), time.Hour).Wait > 0
+			}
+			m.passive(t, o, countsAsFailure(o, hinted))
+		}
 		m.shard.count(t, countSuccesses)
 		if m.attempts > 1 && m.env.debug {
 			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))
@@ -308,18 +483,23 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	}
 	m.shard.count(t, countFailures)
 	rec := FailedAttempt{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
+	m.hinted = false
 	if class == policy.HTTPError {
 		m.retryHint(t, o, &rec)
 	} else if l := m.rules.Latency; l != nil {
 		rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
 	}
+	probed := m.probeID != 0 && m.probeTarget == t
+	m.passive(t, o, countsAsFailure(o, m.hinted))
 	m.record(rec)
 	if m.env.debug {
 		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
 	}
 	act, key := m.rules.Resolve(class, o.Status)
 	m.curFails++
-	if o.NoSameTarget || o.NoSameProvider {
+	if o.NoSameTarget || o.NoSameProvider || probed {
+		// A failed probe is the target's answer to "are you back?":
+		// another attempt to it in the same request is no wiser.
 		m.noSame = true
 	}
 	if o.NoSameProvider {
@@ -347,6 +527,7 @@ func (m *Machine) retryHint(t int, o *policy.Outcome, rec *FailedAttempt) {
 		m.logDebug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
 	}
 	if hint.Wait > 0 {
+		m.hinted = true
 		m.retryAfter(t, m.now()+int64(hint.Wait), hint.Wait)
 	}
 }
@@ -368,8 +549,10 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	t := m.current
 	m.shard.count(t, countFailures)
 	if !errors.Is(err, context.DeadlineExceeded) {
+		m.releaseProbe() // the caller gave up: the attempt tells nothing
 		return Step{Kind: StepAbort, Cause: err}
 	}
+	m.passive(t, o, true) // it did not answer within the request's time
 	m.record(FailedAttempt{Target: m.name(t), Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
 	return m.fail(ReasonDeadline, false)
 }
@@ -384,6 +567,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 func (m *Machine) Interrupt(err error) Step {
 	m.step()
 	m.shard.add(m.current, countAttempts, -1)
+	m.releaseProbe()
 	if m.rules != nil && errors.Is(err, context.DeadlineExceeded) {
 		return m.fail(ReasonDeadline, false)
 	}
@@ -527,7 +711,14 @@ func (m *Machine) next(act policy.Action, failed int) Step {
 			}
 			m.retrying = true
 		}
-		if b := m.env.budget; b.enabled && !b.allow(now, m.env.requests()) {
+		// The retry budget protects a provider from its own retries: it
+		// counts a retry to the provider that just failed (the same target
+		// or a sibling), and lets a failover to another provider through.
+		// Failing over is governed by passive health, which takes a
+		// provider that keeps failing out of every request's way, and is
+		// bounded by max_attempts and max_retrying_requests
+		// (docs/behaviour.md#retry-budget).
+		if b := m.env.budget; b.enabled && m.env.c.SameProvider(failed, t) && !b.allow(now, m.env.requests()) {
 			return m.fail(ReasonBudget, true)
 		}
 	}
@@ -548,7 +739,9 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 	if n := m.rules.SameModelRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n {
 		// same_model_retries: retry the target that just failed, unless it
 		// is blocked: a hinted wait is a reason to move on, not to stay.
-		if st := m.lookup(failed); !m.blocked(st) {
+		// Nor if passive health has it ejected or half-open: retrying
+		// what the process has taken out of the way is a retry storm.
+		if st := m.lookup(failed); !m.blocked(st) && !st.Ejected {
 			return failed, 0, -1, ""
 		}
 	}
@@ -557,8 +750,12 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		if m.isTried(fb) || !m.matches(fb, s, pp) {
 			continue
 		}
-		if st := m.lookup(fb); m.blocked(st) {
+		a, st := m.availability(fb)
+		if a == availBlocked {
 			m.skip(fb, st)
+			continue
+		}
+		if !m.take(fb, a, st) {
 			continue
 		}
 		if m.env.debug {
@@ -567,6 +764,20 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		return fb, 0, i, ""
 	}
 	if t := m.pick(s, pp); t >= 0 {
+		return t, 0, -1, ""
+	}
+	if t := m.lastResort; t >= 0 && (!m.isTried(t) || (t == m.primary && m.attempts == 0)) {
+		// Every candidate left is ejected: ejection is the engine's own
+		// guess, so rather than fail on it the request tries the one
+		// whose ejection ends first (Retry-After and latency blocks are
+		// still honoured: they never become a last resort).
+		if m.env.debug {
+			m.logDebug("reroute every candidate ejected: trying the most promising", zap.String("target", m.name(t)))
+		}
+		_, st := m.availability(t)
+		if st.HalfOpen(m.now()) {
+			m.take(t, availProbe, st) // its probe, if nobody holds the claim
+		}
 		return t, 0, -1, ""
 	}
 	return -1, 0, -1, ReasonProviders
@@ -615,48 +826,70 @@ func (m *Machine) pick(s policy.Strategy, pp int) int {
 		}
 		return i
 	}
-	eligible := func(t int) bool {
-		return !m.isTried(t) && m.matches(t, s, pp) && !m.blocked(m.lookup(t))
+	// eligible: usable now, or half-open (usable as its probe if the
+	// claim is won; take decides, on the candidate chosen only).
+	eligible := func(t int) (avail, health.Status, bool) {
+		if m.isTried(t) || !m.matches(t, s, pp) {
+			return 0, health.Status{}, false
+		}
+		a, st := m.availability(t)
+		return a, st, a == availYes || a == availProbe
 	}
 	if n > scanBelow {
 		for range pickDraws {
-			if t := at(int(m.env.rnd.Uint64() % uint64(n))); eligible(t) {
+			t := at(int(m.env.rnd.Uint64() % uint64(n)))
+			if a, st, ok := eligible(t); ok && m.take(t, a, st) {
 				m.picked(t, -1)
 				return t
 			}
 		}
 	}
-	count := 0
-	for i := range n {
-		t := at(i)
-		if m.isTried(t) || !m.matches(t, s, pp) {
-			continue
-		}
-		if st := m.lookup(t); m.blocked(st) {
-			if !m.isFallback(t) { // the fallback loop has noted it already
-				m.skip(t, st)
+	// A half-open candidate whose claim is lost is ruled out for this
+	// decision (claimLost) and the count taken again; there are at most
+	// len(claimsLost) such rounds before they are all noted as ejected.
+	for range len(m.claimsLost) + 1 {
+		count := 0
+		for i := range n {
+			t := at(i)
+			if m.isTried(t) || !m.matches(t, s, pp) {
+				continue
 			}
-			continue
+			switch a, st := m.availability(t); a {
+			case availBlocked:
+				if !m.isFallback(t) { // the fallback loop has noted it already
+					m.skip(t, st)
+				}
+			case availEjected:
+				m.noteEjected(t, st)
+			default:
+				count++
+			}
 		}
-		count++
-	}
-	if count == 0 {
-		return -1
-	}
-	k := 0
-	if count > 1 {
-		k = int(m.env.rnd.Uint64() % uint64(count))
-	}
-	for i := range n {
-		if t := at(i); eligible(t) {
-			if k == 0 {
+		if count == 0 {
+			return -1
+		}
+		k := 0
+		if count > 1 {
+			k = int(m.env.rnd.Uint64() % uint64(count))
+		}
+		for i := range n {
+			t := at(i)
+			a, st, ok := eligible(t)
+			if !ok {
+				continue
+			}
+			if k > 0 {
+				k--
+				continue
+			}
+			if m.take(t, a, st) {
 				m.picked(t, count)
 				return t
 			}
-			k--
+			break // its claim was lost: count again without it
 		}
 	}
-	return -1 // unreachable: both passes read one view at one time
+	return -1
 }
 
 func (m *Machine) picked(t, eligible int) {
@@ -679,6 +912,9 @@ func (m *Machine) isFallback(t int) bool {
 func (m *Machine) sameTarget(t int) (int, time.Duration, int, Reason) {
 	st := m.lookup(t)
 	if !m.blocked(st) {
+		if st.HalfOpen(m.now()) {
+			m.take(t, availProbe, st) // same_model has no alternative: probe it if we may, attempt it anyway
+		}
 		return t, 0, -1, ""
 	}
 	m.skip(t, st)
@@ -697,6 +933,16 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 		ShortestBlock:   m.shortest,
 		BudgetExhausted: budget,
 	}
+	if m.nejected > 0 {
+		err.Ejected = make([]string, 0, m.nejected)
+		for i := 0; i < m.nejected && i < len(m.ejected); i++ {
+			err.Ejected = append(err.Ejected, m.name(int(m.ejected[i])))
+		}
+		for _, t := range m.ejected2 {
+			err.Ejected = append(err.Ejected, m.name(int(t)))
+		}
+	}
+	m.releaseProbe()
 	err.Attempts = append(err.Attempts, m.failed[:min(m.nfailed, len(m.failed))]...)
 	err.Attempts = append(err.Attempts, m.failed2...)
 	if m.env.hooks.Exhausted != nil {

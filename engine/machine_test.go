@@ -37,6 +37,7 @@ func testEnv(t testing.TB, y string) (*env, *health.State) {
 		shards:      make([]shard, 1),
 	}
 	v.shards[0].counts = newCounts(c.NumTargets())
+	v.passiveHealth(c)
 	return v, st
 }
 
@@ -249,6 +250,10 @@ func (h *recordingHealth) ReportRetryAfter(int, int64) bool { return true }
 func (h *recordingHealth) ReportLatency(int, int64, int, time.Duration, time.Duration) bool {
 	return true
 }
+func (h *recordingHealth) ReportFailure(int, int64) bool { return true }
+func (h *recordingHealth) ReportSuccess(int, int64) bool { return true }
+func (v recordingView) Claim(int, int64, int64) bool     { return false }
+func (v recordingView) Release(int, int64)               {}
 func (v recordingView) Lookup(int, int64) health.Status {
 	v.h.reads = append(v.h.reads, v.gen)
 	return health.Status{}

@@ -100,6 +100,15 @@ type Hooks struct {
 	// create no block (a latency event under min_triggers). Under
 	// WithHealth only request blocks are told.
 	Block func(id string, kind health.Kind, d time.Duration)
+	// Ejected is called, by the health actor, once per ejection of a
+	// target or provider by passive health, with how long it lasts and
+	// its number among consecutive ejections (1, or more after failed
+	// probes). Recovered is called when an ejected one recovers. Probe is
+	// called on a request's goroutine when the request wins the one probe
+	// of a half-open target. Under WithHealth only Probe is called.
+	Ejected   func(id string, d time.Duration, n int)
+	Recovered func(id string)
+	Probe     func(target string)
 	// Latency is called with every latency measurement the policy compares
 	// with a threshold (on_high_latency), over the threshold or not; a
 	// stream measured in total is measured when it ends (Result.End).

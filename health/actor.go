@@ -47,17 +47,24 @@ type Actor struct {
 	queryc  chan actor.Request[query, []Block]
 	life    actor.Lifecycle
 	invalid atomic.Uint64 // reports naming an identifier out of range; rare
-	_       [128]byte
+	// probes[id] is the claim on probing half-open identifier id, shared
+	// by every snapshot: see Snapshot.Claim. The actor writes it when id
+	// is ejected again (the new ejection's end, so that a claimer reading
+	// an older snapshot cannot claim) or recovers (0).
+	probes []atomic.Int64
+	_      [128]byte
 
 	// Owned by the loop goroutine.
-	state    *State
-	spare    [][]report // one empty buffer per stripe, swapped in by take
-	changes  []change   // transitions of the batch being applied, for logging and onBlock
-	clock    clock.Clock
-	log      *zap.Logger
-	onBlock  func(name string, kind Kind, d time.Duration)
-	interval time.Duration
-	rest     time.Duration
+	state     *State
+	spare     [][]report // one empty buffer per stripe, swapped in by take
+	changes   []change   // transitions of the batch being applied, for logging and onBlock
+	clock     clock.Clock
+	log       *zap.Logger
+	onBlock   func(name string, kind Kind, d time.Duration)
+	onEject   func(name string, d time.Duration, n int)
+	onRecover func(name string)
+	interval  time.Duration
+	rest      time.Duration
 	// since[k][id] is when the live block of kind k on id was created, by
 	// the actor's clock, so that its expiry can say how long it lasted; 0
 	// when not known (created while nothing was tracking changes).
@@ -77,12 +84,16 @@ const (
 	queryBlocks
 )
 
-// change is a block created or extended while applying a batch.
+// change is a block created or extended while applying a batch, or a
+// passive-health transition (kind Ejected: an ejection, n its number; or,
+// with recovered, a recovery).
 type change struct {
-	id    int
-	kind  Kind
-	prev  int64
-	until int64
+	id        int
+	kind      Kind
+	prev      int64
+	until     int64
+	n         int
+	recovered bool
 }
 
 // New makes the health actor for the identifiers of c and starts its
@@ -112,16 +123,19 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 		n = 2 * runtime.GOMAXPROCS(0)
 	}
 	a := &Actor{
-		reports:  newStripes(n, o.buffer),
-		pend:     newPending(c.NumIDs(), nextPow2(n), latencyRules(c)),
-		numIDs:   c.NumIDs(),
-		queryc:   make(chan actor.Request[query, []Block]),
-		state:    NewState(c),
-		clock:    o.clock,
-		log:      o.log,
-		onBlock:  o.onBlock,
-		interval: o.interval,
-		rest:     o.rest,
+		reports:   newStripes(n, o.buffer),
+		pend:      newPending(c.NumIDs(), nextPow2(n), latencyRules(c)),
+		numIDs:    c.NumIDs(),
+		queryc:    make(chan actor.Request[query, []Block]),
+		state:     NewState(c),
+		clock:     o.clock,
+		log:       o.log,
+		onBlock:   o.onBlock,
+		onEject:   o.onEject,
+		onRecover: o.onRecover,
+		probes:    make([]atomic.Int64, c.NumIDs()),
+		interval:  o.interval,
+		rest:      o.rest,
 	}
 	a.spare = make([][]report, len(a.reports.s))
 	for i := range a.spare {
@@ -130,7 +144,8 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 	for k := range a.since {
 		a.since[k] = make([]int64, c.NumIDs())
 	}
-	a.snap.Store(a.state.Snapshot())
+	a.publish()
+	a.published = 0
 	return a
 }
 
@@ -204,6 +219,41 @@ func (a *Actor) ReportLatency(id int, at int64, minTriggers int, window, block t
 		return true
 	case putFull:
 		if a.pend.latency(h, id, at, m, window, block) {
+			a.reports.ring()
+			return true
+		}
+	}
+	return false
+}
+
+// ReportFailure tells the actor that identifier id (see
+// State.EjectionID) had a failure that counts for passive health at the
+// given unix nanosecond. ReportSuccess tells it of an answer that shows id
+// works; the engine sends it only when the snapshot says id is suspect
+// (Status.Suspect), so a healthy success sends nothing. Both never block
+// and never allocate; a full buffer coalesces them into id's pending slot.
+// They report false (counted in Dropped) only when the actor has stopped
+// or id is out of range.
+func (a *Actor) ReportFailure(id int, at int64) bool { return a.outcome(id, at, true) }
+
+// ReportSuccess: see ReportFailure.
+func (a *Actor) ReportSuccess(id int, at int64) bool { return a.outcome(id, at, false) }
+
+func (a *Actor) outcome(id int, at int64, failure bool) bool {
+	if uint(id) >= uint(a.numIDs) {
+		a.invalid.Add(1)
+		return false
+	}
+	kind := kindSuccess
+	if failure {
+		kind = kindFailure
+	}
+	h := hint()
+	switch a.reports.putAt(h, report{at: at, id: int32(id), minTriggers: kind}) {
+	case putOK:
+		return true
+	case putFull:
+		if a.pend.outcome(h, id, at, failure) {
 			a.reports.ring()
 			return true
 		}
@@ -318,7 +368,7 @@ func (a *Actor) drain(final bool) (n int) {
 	// Looked up once per drain, not cached at New: the host may change the
 	// level of its logger at run time.
 	core := a.log.Core()
-	track := a.onBlock != nil || core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
+	track := a.onBlock != nil || a.onEject != nil || a.onRecover != nil || core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
 	changed := false
 	for i := range a.reports.s {
 		batch := a.reports.take(i, a.spare[i], final)
@@ -361,6 +411,27 @@ func (a *Actor) applyPending(g *pendingGen, track bool) (changed bool, n int) {
 			changed = a.apply(&report{at: until, id: int32(id)}, track) || changed
 			n++
 		}
+		if f, s := sl.fails.Load(), sl.succs.Load(); f != 0 || s != 0 {
+			fAt, sAt := sl.failAt.Load(), sl.succAt.Load()
+			sl.fails.Store(0)
+			sl.succs.Store(0)
+			sl.failAt.Store(0)
+			sl.succAt.Store(0)
+			n++
+			succ := report{at: sAt, id: int32(id), minTriggers: kindSuccess}
+			fail := report{at: fAt, id: int32(id), minTriggers: kindFailure}
+			// The later kind is applied last: it is what the streak
+			// and the breaker are left in.
+			if s != 0 && (f == 0 || sAt < fAt) {
+				changed = a.apply(&succ, track) || changed
+			}
+			for range min(int(f), a.state.maxConsecutive(id)) {
+				changed = a.apply(&fail, track) || changed
+			}
+			if s != 0 && f != 0 && sAt >= fAt {
+				changed = a.apply(&succ, track) || changed
+			}
+		}
 		rule := sl.rule.Load()
 		if rule == 0 {
 			continue
@@ -397,7 +468,9 @@ func (a *Actor) applyPending(g *pendingGen, track bool) (changed bool, n int) {
 
 // publish stores a new snapshot of the state for readers.
 func (a *Actor) publish() {
-	a.snap.Store(a.state.Snapshot())
+	snap := a.state.Snapshot()
+	snap.probes = a.probes
+	a.snap.Store(snap)
 	a.published++
 }
 
@@ -406,6 +479,9 @@ func (a *Actor) publish() {
 func (a *Actor) apply(r *report, track bool) (changed bool) {
 	s := a.state
 	id := int(r.id)
+	if r.minTriggers < 0 {
+		return a.applyOutcome(r, track)
+	}
 	k := RetryAfter
 	if r.minTriggers > 0 {
 		k = Latency
@@ -422,6 +498,40 @@ func (a *Actor) apply(r *report, track bool) (changed bool) {
 	return changed
 }
 
+// applyOutcome applies a passive-health report. It reports a change when
+// the snapshot must show it: an ejection, a recovery, or a streak that
+// began or ended (Status.Suspect).
+func (a *Actor) applyOutcome(r *report, track bool) bool {
+	s, id := a.state, int(r.id)
+	if uint(id) >= uint(len(s.ej)) {
+		return false
+	}
+	e := &s.ej[id]
+	wasSuspect := e.streak > 0 || e.ejections > 0
+	if r.minTriggers == kindSuccess {
+		if s.Success(id) {
+			a.probes[id].Store(0)
+			if track {
+				a.changes = append(a.changes, change{id: id, kind: Ejected, recovered: true})
+			}
+			return true
+		}
+		return wasSuspect
+	}
+	prev := e.until
+	ejected, until := s.Failure(id, r.at)
+	if ejected {
+		// A claimer reading an older snapshot (where id was half-open)
+		// finds the claim taken until the new ejection ends.
+		a.probes[id].Store(until)
+		if track {
+			a.changes = append(a.changes, change{id: id, kind: Ejected, prev: prev, until: until, n: int(e.ejections)})
+		}
+		return true
+	}
+	return !wasSuspect && e.streak > 0
+}
+
 // logChanges logs the transitions collected by apply and calls onBlock for
 // each block created. A change whose previous deadline was still ahead of
 // the actor's clock extends a live block; any other creates one, so a block
@@ -434,6 +544,10 @@ func (a *Actor) logChanges() {
 	}
 	now := a.clock.Now().UnixNano()
 	for _, c := range a.changes {
+		if c.kind == Ejected {
+			a.logEjection(c, now)
+			continue
+		}
 		if c.until <= now {
 			// A deadline already past by the actor's clock (a late report,
 			// or clocks apart) blocks nothing: nothing to announce.
@@ -462,6 +576,37 @@ func (a *Actor) logChanges() {
 		}
 	}
 	a.changes = a.changes[:0]
+}
+
+// logEjection logs a passive-health transition and calls its hook.
+func (a *Actor) logEjection(c change, now int64) {
+	name := a.state.names[c.id]
+	if c.recovered {
+		if ce := a.log.Check(zapcore.InfoLevel, "target recovered"); ce != nil {
+			ce.Write(zap.String("id", name), zap.String("scope", a.scope(c.id)))
+		}
+		if a.onRecover != nil {
+			a.onRecover(name)
+		}
+		return
+	}
+	d := time.Duration(c.until - now)
+	msg := "target ejected"
+	if c.n > 1 {
+		msg = "target ejected again" // its probe failed
+	}
+	if ce := a.log.Check(zapcore.InfoLevel, msg); ce != nil {
+		ce.Write(
+			zap.String("id", name),
+			zap.String("scope", a.scope(c.id)),
+			zap.Int("ejections", c.n),
+			zap.Time("until", time.Unix(0, c.until)),
+			zap.Duration("duration", d),
+		)
+	}
+	if a.onEject != nil {
+		a.onEject(name, d, c.n)
+	}
 }
 
 // scope names what an identifier is, in the words of the configuration's

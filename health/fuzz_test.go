@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// FuzzDifferential drives State and the naive reference model with the
-// operations encoded by the fuzz input and fails on the first answer where
+// FuzzDifferential drives State and the naive reference model (blocks,
+// latency events and passive health) with the operations encoded by the fuzz input and fails on the first answer where
 // they differ (see differential).
 func FuzzDifferential(f *testing.F) {
 	f.Add([]byte{})
@@ -20,7 +20,7 @@ func FuzzDifferential(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	c := compiled(f, testConfig)
+	c := withEjection(compiled(f, testConfig))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		differential(t, c, &byteSource{b: b})
 	})

@@ -33,13 +33,15 @@ const defaultRest = time.Millisecond
 type Option func(*options)
 
 type options struct {
-	clock    clock.Clock
-	log      *zap.Logger
-	onBlock  func(name string, kind Kind, d time.Duration)
-	buffer   int
-	interval time.Duration
-	stripes  int // 0 = from GOMAXPROCS; set by tests and benchmarks only
-	rest     time.Duration
+	clock     clock.Clock
+	log       *zap.Logger
+	onBlock   func(name string, kind Kind, d time.Duration)
+	onEject   func(name string, d time.Duration, n int)
+	onRecover func(name string)
+	buffer    int
+	interval  time.Duration
+	stripes   int // 0 = from GOMAXPROCS; set by tests and benchmarks only
+	rest      time.Duration
 }
 
 func defaults() options {
@@ -92,6 +94,21 @@ func WithLogger(l *zap.Logger) Option {
 // (the default) calls nothing.
 func WithOnBlock(f func(name string, kind Kind, d time.Duration)) Option {
 	return func(o *options) { o.onBlock = f }
+}
+
+// WithOnEject sets a function the actor calls once per ejection by passive
+// health: the identifier's name, how long the ejection lasts, and its
+// number among consecutive ejections (1 for the first; more when a probe
+// failed). WithOnRecover's function is called when an ejected or
+// half-open identifier recovers. Both run on the actor's goroutine under
+// the same rules as WithOnBlock's. nil calls nothing.
+func WithOnEject(f func(name string, d time.Duration, n int)) Option {
+	return func(o *options) { o.onEject = f }
+}
+
+// WithOnRecover: see WithOnEject.
+func WithOnRecover(f func(name string)) Option {
+	return func(o *options) { o.onRecover = f }
 }
 
 // WithBuffer sets how many reports may wait for the actor, summed over all

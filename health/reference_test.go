@@ -22,6 +22,16 @@ type refModel struct {
 	blocks     map[refKey]int64
 	events     map[int][]int64 // every event since the last clear, unbounded
 	names      []string
+	ej         map[int]*refEject // passive health, by identifier with a rule
+}
+
+// refEject is the reference's passive health of one identifier: the
+// failures since the last success or ejection, and the ejections so far.
+type refEject struct {
+	rule     *policy.EjectionRule
+	failures int
+	ejected  []int64 // end of each consecutive ejection; empty = healthy
+	claim    int64
 }
 
 type refKey struct {
@@ -49,7 +59,58 @@ func newRef(c *policy.Compiled) *refModel {
 			m.maxWindow = max(m.maxWindow, r.Latency.Window)
 		}
 	}
+	m.ej = map[int]*refEject{}
+	for t, r := range c.Ejection {
+		if r == nil {
+			continue
+		}
+		if id := c.ID(t, r.Scope); m.ej[id] == nil {
+			m.ej[id] = &refEject{rule: r}
+		}
+	}
 	return m
+}
+
+func (m *refModel) failure(id int, now int64) (bool, int64) {
+	e := m.ej[id]
+	if e == nil {
+		return false, 0
+	}
+	if n := len(e.ejected); n > 0 {
+		if now < e.ejected[n-1] {
+			return false, e.ejected[n-1]
+		}
+		u := now + int64(cooldown(e.rule, int32(n+1), id, now))
+		e.ejected, e.claim = append(e.ejected, u), 0
+		return true, u
+	}
+	e.failures++
+	if e.failures < e.rule.Consecutive {
+		return false, 0
+	}
+	u := now + int64(cooldown(e.rule, 1, id, now))
+	e.failures, e.ejected, e.claim = 0, []int64{u}, 0
+	return true, u
+}
+
+func (m *refModel) success(id int) bool {
+	e := m.ej[id]
+	if e == nil {
+		return false
+	}
+	e.failures = 0
+	was := len(e.ejected) > 0
+	e.ejected, e.claim = nil, 0
+	return was
+}
+
+func (m *refModel) claim(id int, now, until int64) bool {
+	e := m.ej[id]
+	if e == nil || len(e.ejected) == 0 || now < e.ejected[len(e.ejected)-1] || now < e.claim {
+		return false
+	}
+	e.claim = until
+	return true
 }
 
 func (m *refModel) blockRetryAfter(id int, until int64) bool {
@@ -123,6 +184,18 @@ func (m *refModel) lookup(t int, now int64) Status {
 			}
 		}
 	}
+	for _, id := range m.covers(t) {
+		e := m.ej[id]
+		if e == nil {
+			continue
+		}
+		if e.failures > 0 || len(e.ejected) > 0 {
+			st.Suspect = true
+		}
+		if n := len(e.ejected); n > 0 && (!st.Ejected || e.ejected[n-1] > st.EjectedUntil) {
+			st.Ejected, st.EjectedID, st.EjectedUntil = true, id, e.ejected[n-1]
+		}
+	}
 	return st
 }
 
@@ -135,6 +208,9 @@ func (m *refModel) clear(t int) bool {
 			if _, ok := m.blocks[refKey{id, k}]; ok {
 				return false
 			}
+		}
+		if e := m.ej[id]; e != nil && (e.failures > 0 || len(e.ejected) > 0) {
+			return false
 		}
 	}
 	return true
@@ -166,6 +242,11 @@ func (m *refModel) live(now int64) []Block {
 	for key, u := range m.blocks {
 		if u > now {
 			out = append(out, Block{ID: key.id, Name: m.names[key.id], Kind: key.kind, Until: u})
+		}
+	}
+	for id, e := range m.ej {
+		if n := len(e.ejected); n > 0 && e.ejected[n-1] > now {
+			out = append(out, Block{ID: id, Name: m.names[id], Kind: Ejected, Until: e.ejected[n-1]})
 		}
 	}
 	sortBlocks(out)
@@ -219,6 +300,8 @@ type diffStats struct {
 	triggers int // latency thresholds reached
 	blocked  int // target lookups that were blocked
 	latency  int // of which covered by a latency block
+	ejected  int // ejections
+	probes   int // claims granted
 }
 
 // differential applies the operations chosen by src to a State and to the
@@ -235,7 +318,7 @@ func differential(t *testing.T, c *policy.Compiled, src source) (st diffStats) {
 	blocksD := []time.Duration{0, time.Second, 5 * time.Second, 60 * time.Second}
 	step := 0
 	for {
-		op, ok := src.intn(6)
+		op, ok := src.intn(10)
 		if !ok {
 			return st
 		}
@@ -278,6 +361,32 @@ func differential(t *testing.T, c *policy.Compiled, src source) (st diffStats) {
 			if got, want := s.Blocks(now), m.live(now); !slices.Equal(got, want) {
 				t.Fatalf("step %d: Blocks(%d) = %v, reference %v", step, now, got, want)
 			}
+		case 6, 7: // a failure that counts for passive health
+			id, _ := src.intn(ids + 2)
+			ge, gu := s.Failure(id-1, now)
+			we, wu := m.failure(id-1, now)
+			if ge {
+				st.ejected++
+			}
+			if ge != we || gu != wu {
+				t.Fatalf("step %d: Failure(%d, %d) = %v %d, reference %v %d", step, id-1, now, ge, gu, we, wu)
+			}
+		case 8: // a success
+			id, _ := src.intn(ids + 2)
+			if got, want := s.Success(id-1), m.success(id-1); got != want {
+				t.Fatalf("step %d: Success(%d) = %v, reference %v", step, id-1, got, want)
+			}
+		case 9: // a probe's claim
+			id, _ := src.intn(ids + 2)
+			d, _ := src.intn(20)
+			until := now + int64(d)*half
+			got, want := s.Claim(id-1, now, until), m.claim(id-1, now, until)
+			if got {
+				st.probes++
+			}
+			if got != want {
+				t.Fatalf("step %d: Claim(%d, %d, %d) = %v, reference %v", step, id-1, now, until, got, want)
+			}
 		}
 		snap := s.Snapshot()
 		for tg := -1; tg <= c.NumTargets(); tg++ {
@@ -313,10 +422,28 @@ model_providers:
   - model: solo
 `
 
+// withEjection gives c's targets assorted passive-health rules: short
+// thresholds and cooldowns so that a run ejects, probes and recovers often,
+// one target with its provider's scope, one with none.
+func withEjection(c *policy.Compiled) *policy.Compiled {
+	rules := []*policy.EjectionRule{
+		{Consecutive: 2, Cooldown: time.Second, MaxCooldown: 4 * time.Second, Scope: policy.ScopeModel},
+		nil,
+		{Consecutive: 3, Cooldown: 2 * time.Second, MaxCooldown: 30 * time.Second, Scope: policy.ScopeProvider},
+		{Consecutive: 1, Cooldown: 500 * time.Millisecond, MaxCooldown: 500 * time.Millisecond, Scope: policy.ScopeModel},
+	}
+	cc := *c
+	cc.Ejection = make([]*policy.EjectionRule, c.NumTargets())
+	for t := range cc.Ejection {
+		cc.Ejection[t] = rules[t%len(rules)]
+	}
+	return &cc
+}
+
 func TestDifferential(t *testing.T) {
 	for name, doc := range map[string]string{"latency": testConfig, "no-latency": noLatencyConfig} {
 		t.Run(name, func(t *testing.T) {
-			c := compiled(t, doc)
+			c := withEjection(compiled(t, doc))
 			seeds := uint64(200)
 			if testing.Short() {
 				seeds = 5
@@ -327,9 +454,11 @@ func TestDifferential(t *testing.T) {
 				total.triggers += st.triggers
 				total.blocked += st.blocked
 				total.latency += st.latency
+				total.ejected += st.ejected
+				total.probes += st.probes
 			}
 			t.Logf("%+v", total)
-			if total.triggers == 0 || total.blocked == 0 || total.latency == 0 {
+			if total.triggers == 0 || total.blocked == 0 || total.latency == 0 || total.ejected == 0 || total.probes == 0 {
 				t.Fatalf("vacuous run: %+v", total)
 			}
 		})

@@ -9,8 +9,15 @@ import (
 )
 
 // report is one fire-and-forget message to the actor. minTriggers doubles
-// as the kind (0 = retry-after, ≥ 1 = latency event) so that a report is 32
-// bytes, two to a cache line.
+// as the kind (0 = retry-after, ≥ 1 = latency event, kindSuccess and
+// kindFailure for passive health) so that a report is 32 bytes, two to a
+// cache line.
+// The passive-health kinds of report.
+const (
+	kindSuccess int32 = -1 // at: when
+	kindFailure int32 = -2 // at: when
+)
+
 type report struct {
 	at          int64 // retry-after: end of the block; latency: time of the event
 	window      time.Duration
@@ -309,6 +316,12 @@ type pendingSlot struct {
 	rule       atomic.Int32 // latency rule number; 0 = no latency event
 	count      atomic.Int32 // latency events; saturates at math.MaxInt32
 	lo, hi     atomic.Int64 // earliest and latest event time; lo is MaxInt64 when count is 0
+	// Passive health: how many failures and successes, and the latest of
+	// each. Their order within one drain period is lost; the actor applies
+	// the later kind last, which is what the streak and the breaker state
+	// depend on.
+	fails, succs   atomic.Int32
+	failAt, succAt atomic.Int64
 }
 
 // newPending returns a table for numIDs identifiers and the given rules,
@@ -393,6 +406,27 @@ func (p *pending) latency(h uint32, id int, at int64, minTriggers int32, window,
 	}
 	casMin(&s.lo, at)
 	casMax(&s.hi, at)
+	g.leave(c)
+	return true
+}
+
+// outcome coalesces a passive-health success or failure of id. It reports
+// false, counting the report in refused, only when the table is closed.
+func (p *pending) outcome(h uint32, id int, at int64, failure bool) bool {
+	g, c := p.enter(h)
+	if g == nil {
+		p.refused.Add(1)
+		return false
+	}
+	s := &g.slots[id]
+	n, t := &s.succs, &s.succAt
+	if failure {
+		n, t = &s.fails, &s.failAt
+	}
+	if n.Add(1) < 0 {
+		n.Store(math.MaxInt32)
+	}
+	casMax(t, at)
 	g.leave(c)
 	return true
 }

@@ -1,5 +1,7 @@
 package health
 
+import "sync/atomic"
+
 // Status answers "is target T blocked at time now, by what, for how long".
 // It is a plain value, safe to copy and to share. The zero Status means not
 // blocked.
@@ -16,7 +18,24 @@ type Status struct {
 	// one that ends before Until: docs/behaviour.md#strategies then has same_model exhaust
 	// instead of waiting.
 	Latency bool
+
+	// Ejected reports that passive health has ejected the target (or its
+	// provider), identifier EjectedID: it is ejected while now <
+	// EjectedUntil, and half-open after that, until a probe's outcome
+	// recovers it or ejects it again. An ejection is the engine's own
+	// guess, unlike the blocks above: see docs/behaviour.md#passive-health.
+	Ejected      bool
+	EjectedID    int
+	EjectedUntil int64
+	// Suspect reports that passive health is counting failures of the
+	// target (or its provider), or has ejected it: a success must then be
+	// reported, to reset the count or to recover it.
+	Suspect bool
 }
+
+// HalfOpen reports whether the target's ejection has ended at now and it
+// awaits a probe.
+func (s Status) HalfOpen(now int64) bool { return s.Ejected && s.EjectedUntil <= now }
 
 // Blocked reports whether the target is blocked at now: Until > now. A
 // block that ends exactly at now is over.
@@ -25,13 +44,20 @@ func (s Status) Blocked(now int64) bool { return s.Until > now }
 // entry is what a Snapshot keeps per target: the four deadlines that can
 // cover it (retry-after and latency, own and provider) folded into two.
 type entry struct {
-	until int64 // latest of the four deadlines; 0 = nothing recorded
-	lat   int64 // latest of the two latency deadlines; 0 = none recorded
-	kind  Kind  // kind of the block ending at until
+	until   int64 // latest of the four deadlines; 0 = nothing recorded
+	lat     int64 // latest of the two latency deadlines; 0 = none recorded
+	ej      int64 // end of the binding ejection, when ejID ≥ 0
+	ejID    int32 // identifier ejected (the target's or its provider's); -1 none
+	kind    Kind  // kind of the block ending at until
+	suspect bool  // a failure streak or an ejection covers the target
 }
 
 func (e entry) status(now int64) Status {
-	return Status{Until: e.until, Kind: e.kind, Latency: e.lat > now}
+	st := Status{Until: e.until, Kind: e.kind, Latency: e.lat > now, Suspect: e.suspect}
+	if e.ejID >= 0 {
+		st.Ejected, st.EjectedID, st.EjectedUntil = true, int(e.ejID), e.ej
+	}
+	return st
 }
 
 // Snapshot is an immutable picture of the health state, indexed by target.
@@ -45,6 +71,34 @@ func (e entry) status(now int64) Status {
 // and every Clear true.
 type Snapshot struct {
 	entries []entry // indexed by target
+	// probes are the actor's probe claims, shared by all its snapshots
+	// (see Claim); nil in a snapshot not published by an actor.
+	probes []atomic.Int64
+}
+
+// Claim tries to make the caller the one probe of identifier id, which
+// this snapshot shows half-open at now (Status.HalfOpen): it reports true
+// to exactly one of any number of concurrent callers, and holds the claim
+// until the given unix nanosecond, after which another may claim (a probe
+// that never reports cannot keep id half-open for good). It is one load
+// and one compare-and-swap; nothing waits. A snapshot not published by an
+// actor claims nothing.
+func (s *Snapshot) Claim(id int, now, until int64) bool {
+	if s == nil || uint(id) >= uint(len(s.probes)) {
+		return false
+	}
+	c := &s.probes[id]
+	cur := c.Load()
+	return cur <= now && c.CompareAndSwap(cur, until)
+}
+
+// Release gives up a claim made with Claim until the given time (the probe
+// was abandoned before it could tell anything), so that the next request
+// may probe at once. A claim already replaced is left alone.
+func (s *Snapshot) Release(id int, until int64) {
+	if s != nil && uint(id) < uint(len(s.probes)) {
+		s.probes[id].CompareAndSwap(until, 0)
+	}
 }
 
 // Lookup answers whether target is blocked at now (unix nanoseconds), by
@@ -67,7 +121,8 @@ func (s *Snapshot) Clear(target int) bool {
 	if s == nil || uint(target) >= uint(len(s.entries)) {
 		return true
 	}
-	return s.entries[target].until == 0
+	e := &s.entries[target]
+	return e.until == 0 && !e.suspect
 }
 
 // Len returns the number of targets the snapshot covers: NumTargets of the

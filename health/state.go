@@ -22,17 +22,27 @@ const (
 	// within the trigger window (docs/behaviour.md#latency-blocks). Only time lifts it.
 	Latency
 
+	// numKinds is the number of kinds kept as deadlines per identifier.
 	numKinds = 2
+
+	// Ejected is passive health's ejection of an identifier that kept
+	// failing (docs/behaviour.md#passive-health). It is listed by Blocks
+	// beside the other kinds but kept apart from them: when its cooldown
+	// ends the identifier is half-open, not healthy, until a probe's
+	// outcome decides.
+	Ejected Kind = numKinds
 )
 
-// String returns "retry_after" or "latency", the names used in logs and
-// metrics; any other value renders as "Kind(n)".
+// String returns "retry_after", "latency" or "ejected", the names used in
+// logs and metrics; any other value renders as "Kind(n)".
 func (k Kind) String() string {
 	switch k {
 	case RetryAfter:
 		return "retry_after"
 	case Latency:
 		return "latency"
+	case Ejected:
+		return "ejected"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -86,6 +96,9 @@ type State struct {
 	// passed to LatencyEvent since): events older than that are useless.
 	maxWindow time.Duration
 
+	// ej[id] is the passive health of identifier id (see ejection).
+	ej []ejection
+
 	ignored uint64
 	expired []Block // reused by Expire
 }
@@ -120,6 +133,7 @@ func NewState(c *policy.Compiled) *State {
 	for k := range s.until {
 		s.until[k] = make([]int64, n)
 	}
+	s.ej = ejectionRules(c)
 	s.events = make([]int64, n*s.k)
 	s.head = make([]int32, n)
 	s.count = make([]int32, n)
@@ -269,10 +283,21 @@ func (s *State) Lookup(target int, now int64) Status {
 func (s *State) entry(t int) entry {
 	p := s.provider[t]
 	ra, lat := s.until[RetryAfter], s.until[Latency]
-	e := entry{until: max(ra[t], ra[p]), kind: RetryAfter, lat: max(lat[t], lat[p])}
+	e := entry{until: max(ra[t], ra[p]), kind: RetryAfter, lat: max(lat[t], lat[p]), ejID: -1}
 	// On a tie Latency wins: it is the block that cannot be waited out.
 	if e.lat >= e.until && e.lat != 0 {
 		e.until, e.kind = e.lat, Latency
+	}
+	// Passive health: the target's own, or its provider's; of two
+	// ejections the one that ends later binds.
+	for _, id := range [2]int{t, p} {
+		x := &s.ej[id]
+		if x.streak > 0 || x.ejections > 0 {
+			e.suspect = true
+		}
+		if x.ejections > 0 && (e.ejID < 0 || x.until > e.ej) {
+			e.ej, e.ejID = x.until, int32(id)
+		}
 	}
 	return e
 }
@@ -312,7 +337,8 @@ func (s *State) Expire(now int64) (expired []Block) {
 }
 
 // Blocks returns the blocks live at now (Until > now), ordered by kind and
-// then identifier, in a new slice. It is meant for debugging and metrics.
+// then identifier, in a new slice, ejections (whose cooldown has not ended)
+// last. It is meant for debugging and metrics.
 func (s *State) Blocks(now int64) []Block {
 	var out []Block
 	for k := range s.until {
@@ -320,6 +346,11 @@ func (s *State) Blocks(now int64) []Block {
 			if u > now {
 				out = append(out, Block{ID: id, Name: s.names[id], Kind: Kind(k), Until: u})
 			}
+		}
+	}
+	for id := range s.ej {
+		if e := &s.ej[id]; e.ejections > 0 && e.until > now {
+			out = append(out, Block{ID: id, Name: s.names[id], Kind: Ejected, Until: e.until})
 		}
 	}
 	return out

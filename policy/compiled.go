@@ -12,17 +12,26 @@ import (
 // Identifiers: target i has identifier i; provider j has identifier
 // NumTargets()+j. Health state is keyed by identifier.
 type Compiled struct {
-	Targets    []string // target index → target id
-	Providers  []string // provider index → provider name
-	ProviderOf []int    // target index → provider index
-	Members    [][]int  // provider index → its target indices, ascending
-	Models     []string // target index → model name without its provider prefix
-	Rules      []*Rules // target index → its retry policy; nil when it has none
-	Limits     []Limits // target index → its per-attempt timeouts, resolved
+	Targets    []string        // target index → target id
+	Providers  []string        // provider index → provider name
+	ProviderOf []int           // target index → provider index
+	Members    [][]int         // provider index → its target indices, ascending
+	Models     []string        // target index → model name without its provider prefix
+	Rules      []*Rules        // target index → its retry policy; nil when it has none
+	Limits     []Limits        // target index → its per-attempt timeouts, resolved
+	Ejection   []*EjectionRule // target index → its rule; nil when passive health is off for it
 
 	index map[string]int      // target id → index
 	bare  map[string]int      // bare model name → index, when exactly one target has it
 	ambig map[string][]string // bare model names several targets share → their target ids
+}
+
+// EjectionRule is the compiled passive_health of one target.
+type EjectionRule struct {
+	Consecutive int           // failures in a row that eject; ≥ 1
+	Cooldown    time.Duration // length of a first ejection
+	MaxCooldown time.Duration // cap of the doubling; ≥ Cooldown
+	Scope       Scope         // ScopeModel: the target is ejected; ScopeProvider: its provider (every target of it)
 }
 
 // Limits are the per-attempt timeouts of one target: engine.timeouts with
@@ -207,6 +216,7 @@ func compile(c *Config) *Compiled {
 		Models:     make([]string, n),
 		Rules:      make([]*Rules, n),
 		Limits:     make([]Limits, n),
+		Ejection:   make([]*EjectionRule, n),
 		index:      make(map[string]int, n),
 		bare:       make(map[string]int),
 		ambig:      make(map[string][]string),
