@@ -12,13 +12,14 @@ import (
 // Identifiers: target i has identifier i; provider j has identifier
 // NumTargets()+j. Health state is keyed by identifier.
 type Compiled struct {
-	Targets    []string // target index → target id
-	Providers  []string // provider index → provider name
-	ProviderOf []int    // target index → provider index
-	Members    [][]int  // provider index → its target indices, ascending
-	Models     []string // target index → model name without its provider prefix
-	Rules      []*Rules // target index → its retry policy; nil when it has none
-	Limits     []Limits // target index → its per-attempt timeouts, resolved
+	Targets    []string        // target index → target id
+	Providers  []string        // provider index → provider name
+	ProviderOf []int           // target index → provider index
+	Members    [][]int         // provider index → its target indices, ascending
+	Models     []string        // target index → model name without its provider prefix
+	Rules      []*Rules        // target index → its retry policy; nil when it has none
+	Limits     []Limits        // target index → its per-attempt timeouts, resolved
+	Ejection   []*EjectionRule // target index → its rule; nil when passive health is off for it
 
 	index map[string]int      // target id → index
 	bare  map[string]int      // bare model name → index, when exactly one target has it
@@ -30,6 +31,18 @@ type Compiled struct {
 // configuration is compiled. 0 means no limit.
 type Limits struct {
 	Connect, Headers, FirstToken, Idle, Attempt time.Duration
+}
+
+// EjectionRule is the compiled passive_health of one target:
+// engine.passive_health with the target's own passive_health keys laid over
+// it, resolved once when the configuration is compiled
+// (docs/behaviour.md#passive-health). A target's rule applies whenever it is
+// attempted, as a primary or as a fallback, with or without a retry_policy.
+type EjectionRule struct {
+	Consecutive int           // failures in a row that eject; ≥ 1
+	Cooldown    time.Duration // length of a first ejection
+	MaxCooldown time.Duration // cap of the doubling; ≥ Cooldown
+	Scope       Scope         // ScopeModel: the target is ejected; ScopeProvider: its provider (every target of it)
 }
 
 // Resolve finds the target a client's model name means: a target id
@@ -207,6 +220,7 @@ func compile(c *Config) *Compiled {
 		Models:     make([]string, n),
 		Rules:      make([]*Rules, n),
 		Limits:     make([]Limits, n),
+		Ejection:   make([]*EjectionRule, n),
 		index:      make(map[string]int, n),
 		bare:       make(map[string]int),
 		ambig:      make(map[string][]string),
@@ -235,6 +249,14 @@ func compile(c *Config) *Compiled {
 	def := c.Engine.Timeouts
 	for i, mp := range c.ModelProviders {
 		out.Limits[i] = limitsOf(def, mp.Timeouts)
+		if ph := passiveHealthOf(c.Engine.PassiveHealth, mp.PassiveHealth); *ph.Enabled {
+			out.Ejection[i] = &EjectionRule{
+				Consecutive: *ph.ConsecutiveFailures,
+				Cooldown:    ph.Cooldown.D(),
+				MaxCooldown: ph.MaxCooldown.D(),
+				Scope:       ph.Scope,
+			}
+		}
 	}
 	out.resolveBareNames()
 	for i, mp := range c.ModelProviders {
@@ -266,6 +288,33 @@ func limitsOf(def, p *Timeouts) Limits {
 		Idle:       pick(def.Idle, p.Idle),
 		Attempt:    pick(def.Attempt, p.Attempt),
 	}
+}
+
+// passiveHealthOf lays a provider's passive_health over the engine's, key
+// by key. def must have every key set, as Finalize leaves it; the result
+// then has every key set too. Validation and compilation both merge with it,
+// so that the values checked are the values compiled.
+func passiveHealthOf(def, p *PassiveHealth) PassiveHealth {
+	out := *def
+	if p == nil {
+		return out
+	}
+	if p.Enabled != nil {
+		out.Enabled = p.Enabled
+	}
+	if p.ConsecutiveFailures != nil {
+		out.ConsecutiveFailures = p.ConsecutiveFailures
+	}
+	if p.Cooldown != nil {
+		out.Cooldown = p.Cooldown
+	}
+	if p.MaxCooldown != nil {
+		out.MaxCooldown = p.MaxCooldown
+	}
+	if p.Scope != "" {
+		out.Scope = p.Scope
+	}
+	return out
 }
 
 // resolveBareNames indexes the bare model names. A target id always wins

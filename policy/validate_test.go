@@ -879,6 +879,13 @@ func TestEngineDefaults(t *testing.T) {
 			Idle:       dp(Duration(30 * time.Second)),
 			Attempt:    dp(0),
 		},
+		PassiveHealth: &PassiveHealth{
+			Enabled:             &tr,
+			ConsecutiveFailures: ip(5),
+			Cooldown:            dp(Duration(5 * time.Second)),
+			MaxCooldown:         dp(Duration(30 * time.Second)),
+			Scope:               ScopeModel,
+		},
 	}
 	if yamlOf(cfg.Engine) != yamlOf(want) {
 		t.Errorf("engine:\n%s\nwant:\n%s", yamlOf(cfg.Engine), yamlOf(want))
