@@ -564,7 +564,7 @@ func cooldownInRange(d *Duration) bool { return *d > 0 && *d <= Duration(MaxEjec
 
 // passiveHealth checks the passive_health of every target: the keys of a
 // provider's own block, then the block merged with engine.passive_health
-// (after engine has filled its defaults), as Compile will merge it.
+// (after engine has filled its defaults), as compile merges it.
 //
 // max_cooldown must be at least cooldown once merged, so a provider's
 // cooldown: 1m fails against the engine's max_cooldown of 30s. The problem
