@@ -41,6 +41,18 @@ type Limits struct {
 	Connect, Headers, FirstToken, Idle, Attempt time.Duration
 }
 
+// EjectionRule is the compiled passive_health of one target:
+// engine.passive_health with the target's own passive_health keys laid over
+// it, resolved once when the configuration is compiled
+// (docs/behaviour.md#passive-health). A target's rule applies whenever it is
+// attempted, as a primary or as a fallback, with or without a retry_policy.
+type EjectionRule struct {
+	Consecutive int           // failures in a row that eject; ≥ 1
+	Cooldown    time.Duration // length of a first ejection
+	MaxCooldown time.Duration // cap of the doubling; ≥ Cooldown
+	Scope       Scope         // ScopeModel: the target is ejected; ScopeProvider: its provider (every target of it)
+}
+
 // Resolve finds the target a client's model name means: a target id
 // ("openai/gpt-4o") first, else a bare model name ("gpt-4o") that exactly
 // one target has. When several targets share the bare name it returns -1
@@ -245,6 +257,14 @@ func compile(c *Config) *Compiled {
 	def := c.Engine.Timeouts
 	for i, mp := range c.ModelProviders {
 		out.Limits[i] = limitsOf(def, mp.Timeouts)
+		if ph := passiveHealthOf(c.Engine.PassiveHealth, mp.PassiveHealth); *ph.Enabled {
+			out.Ejection[i] = &EjectionRule{
+				Consecutive: *ph.ConsecutiveFailures,
+				Cooldown:    ph.Cooldown.D(),
+				MaxCooldown: ph.MaxCooldown.D(),
+				Scope:       ph.Scope,
+			}
+		}
 	}
 	out.resolveBareNames()
 	for i, mp := range c.ModelProviders {
@@ -276,6 +296,33 @@ func limitsOf(def, p *Timeouts) Limits {
 		Idle:       pick(def.Idle, p.Idle),
 		Attempt:    pick(def.Attempt, p.Attempt),
 	}
+}
+
+// passiveHealthOf lays a provider's passive_health over the engine's, key
+// by key. def must have every key set, as Finalize leaves it; the result
+// then has every key set too. Validation and compilation both merge with it,
+// so that the values checked are the values compiled.
+func passiveHealthOf(def, p *PassiveHealth) PassiveHealth {
+	out := *def
+	if p == nil {
+		return out
+	}
+	if p.Enabled != nil {
+		out.Enabled = p.Enabled
+	}
+	if p.ConsecutiveFailures != nil {
+		out.ConsecutiveFailures = p.ConsecutiveFailures
+	}
+	if p.Cooldown != nil {
+		out.Cooldown = p.Cooldown
+	}
+	if p.MaxCooldown != nil {
+		out.MaxCooldown = p.MaxCooldown
+	}
+	if p.Scope != "" {
+		out.Scope = p.Scope
+	}
+	return out
 }
 
 // resolveBareNames indexes the bare model names. A target id always wins

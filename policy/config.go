@@ -41,6 +41,11 @@ type ModelProvider struct {
 	// Timeouts overrides engine.timeouts for attempts sent to this target.
 	// Keys left out inherit the engine's value.
 	Timeouts *Timeouts `yaml:"timeouts,omitempty"`
+	// PassiveHealth overrides engine.passive_health for this target. Keys
+	// left out inherit the engine's value; enabled: false turns ejection
+	// off for this target alone. Finalize leaves it as written: the merged
+	// rule is in Compiled.Ejection.
+	PassiveHealth *PassiveHealth `yaml:"passive_health,omitempty"`
 }
 
 // Strategy says where the next attempt goes after a failure.
@@ -172,6 +177,9 @@ type EngineConfig struct {
 	MaxRetryingRequests *int         `yaml:"max_retrying_requests,omitempty"`
 	RetryBudget         *RetryBudget `yaml:"retry_budget,omitempty"`
 	Timeouts            *Timeouts    `yaml:"timeouts,omitempty"`
+	// PassiveHealth is the ejection of targets that keep failing, for
+	// every target; Finalize fills every key. On by default.
+	PassiveHealth *PassiveHealth `yaml:"passive_health,omitempty"`
 }
 
 // RetryBudget caps retries at Percent of recent requests plus MinPerSecond,
@@ -181,6 +189,21 @@ type RetryBudget struct {
 	Percent      *float64  `yaml:"percent,omitempty"`
 	MinPerSecond *float64  `yaml:"min_per_second,omitempty"`
 	Window       *Duration `yaml:"window,omitempty"`
+}
+
+// PassiveHealth is passive_health: ejecting a target that keeps failing
+// (docs/configuration.md#passive_health). After ConsecutiveFailures failures
+// in a row the target (or, with Scope provider, every target of its
+// provider) is ejected for Cooldown, doubled with each consecutive ejection
+// up to MaxCooldown; then one request probes it. In engine.passive_health
+// Finalize fills every key; in a provider's a key left out (nil, or "" for
+// Scope) inherits the engine's value.
+type PassiveHealth struct {
+	Enabled             *bool     `yaml:"enabled,omitempty"`
+	ConsecutiveFailures *int      `yaml:"consecutive_failures,omitempty"`
+	Cooldown            *Duration `yaml:"cooldown,omitempty"`
+	MaxCooldown         *Duration `yaml:"max_cooldown,omitempty"`
+	Scope               Scope     `yaml:"scope,omitempty"`
 }
 
 // Timeouts are per-attempt limits; 0 means none. In a provider's timeouts a

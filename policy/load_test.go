@@ -142,6 +142,13 @@ func TestEveryKey(t *testing.T) {
 		e.RetryBudget.Window.D() != 30*time.Second || e.Timeouts.Headers.D() != time.Minute || e.Timeouts.Attempt.D() != 5*time.Minute {
 		t.Errorf("engine %s", yamlOf(e))
 	}
+	if want := []*EjectionRule{
+		{Consecutive: 3, Cooldown: 10 * time.Second, MaxCooldown: time.Minute, Scope: ScopeProvider},
+		nil,
+		{Consecutive: 2, Cooldown: 2 * time.Second, MaxCooldown: 20 * time.Second, Scope: ScopeModel},
+	}; !reflect.DeepEqual(c.Ejection, want) {
+		t.Errorf("ejection rules %s", yamlOf(c.Ejection))
+	}
 }
 
 func TestLoadMissingFile(t *testing.T) {

@@ -653,6 +653,12 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		{"malformed duration", "model_providers:\n  - model: a/b\nengine:\n  timeouts: {connect: 5 seconds}\n", "engine.timeouts.connect: matches no branch"},
 		{"negative duration", "model_providers:\n  - model: a/b\nengine:\n  timeouts: {connect: -5s}\n", "engine.timeouts.connect: matches no branch"},
 		{"fractional seconds", "model_providers:\n  - model: a/b\nengine:\n  timeouts: {connect: 1.5}\n", "engine.timeouts.connect: matches no branch"},
+		{"no consecutive failures", "model_providers:\n  - model: a/b\nengine:\n  passive_health: {consecutive_failures: 0}\n", "engine.passive_health.consecutive_failures: 0 is less than the minimum"},
+		{"consecutive failures over 1000", "model_providers:\n  - model: a/b\n    passive_health: {consecutive_failures: 1001}\n", "model_providers[0].passive_health.consecutive_failures: 1001 is greater than the maximum"},
+		{"zero cooldown", "model_providers:\n  - model: a/b\n    passive_health: {cooldown: 0}\n", "model_providers[0].passive_health.cooldown: 0 is less than the minimum"},
+		{"max_cooldown over an hour", "model_providers:\n  - model: a/b\nengine:\n  passive_health: {max_cooldown: 3601}\n", "engine.passive_health.max_cooldown: 3601 is greater than the maximum"},
+		{"unknown passive_health scope", "model_providers:\n  - model: a/b\n    passive_health: {scope: region}\n", "model_providers[0].passive_health.scope: region is not one of"},
+		{"unknown passive_health key", "model_providers:\n  - model: a/b\nengine:\n  passive_health: {threshold: 5}\n", `engine.passive_health: key "threshold" is not allowed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -676,6 +682,7 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		withPolicy("backoff: {apply_to: global, jitter: decorrelated}"),
 		withPolicy("on_status_codes:\n  - {codes: [429, \" 500 - 504 \", \"100-599\"], strategy: same_model, max_attempts: 0}"),
 		"model_providers:\n  - model: a/b\n    timeouts: {connect: 0, headers: \"0\", idle: 1h2m3.5s, attempt: 300ms}\nengine:\n  retry_budget: {percent: 12.5, min_per_second: 0, window: 10}\n",
+		"model_providers:\n  - model: a/b\n    passive_health: {enabled: false, cooldown: 1, max_cooldown: 1h}\nengine:\n  passive_health: {consecutive_failures: 1000, cooldown: 250ms, max_cooldown: 3600, scope: provider}\n",
 	} {
 		if _, _, err := Parse([]byte(src)); err != nil {
 			t.Errorf("loader: %v\n%s", err, src)

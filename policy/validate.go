@@ -26,6 +26,9 @@ const (
 	DefaultHeadersTimeout       = 30 * time.Second
 	DefaultFirstTokenTimeout    = 30 * time.Second
 	DefaultIdleTimeout          = 30 * time.Second
+	DefaultConsecutiveFailures  = 5
+	DefaultCooldown             = 5 * time.Second
+	DefaultMaxCooldown          = 30 * time.Second
 )
 
 // Upper bounds of numeric settings. Each is far beyond what a user means
@@ -55,7 +58,20 @@ const (
 	// identifier; a thousand slow answers inside one window is already
 	// far past any reading of "repeatedly slow".
 	MaxMinTriggers = 1000
+	// MaxConsecutiveFailures bounds passive_health.consecutive_failures.
+	// A target allowed a thousand failures in a row before it is ejected
+	// has in effect no passive health; enabled: false says that plainly.
+	MaxConsecutiveFailures = 1000
+	// MaxEjectionCooldown bounds passive_health.cooldown and
+	// max_cooldown. One hour: only one probe per cooldown can find that a
+	// target has recovered, so a longer ejection keeps a healthy target
+	// out long after any outage it was ejected for.
+	MaxEjectionCooldown = time.Hour
 )
+
+// longCooldown is the max_cooldown above which a warning says recovery will
+// be slow to notice.
+const longCooldown = 2 * time.Minute
 
 // Finalize fills defaults, expands environment references in access_key,
 // validates the configuration and compiles the form the engine reads. It is
@@ -83,6 +99,10 @@ type checker struct {
 	line  func(string) int
 	errs  []Problem
 	warns []Warning
+
+	// enginePH is engine.passive_health as written, before defaults:
+	// messages about an inherited value say where it came from.
+	enginePH PassiveHealth
 }
 
 func (k *checker) problem(path, format string, args ...any) Problem {
@@ -148,6 +168,7 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 		}
 	}
 	k.engine()
+	k.passiveHealth()
 	if len(k.errs) > 0 {
 		return k.warns, &Error{Problems: k.errs}
 	}
@@ -497,6 +518,115 @@ func (k *checker) engine() {
 	fill(&t.FirstToken, DefaultFirstTokenTimeout)
 	fill(&t.Idle, DefaultIdleTimeout)
 	fill(&t.Attempt, 0)
+
+	if e.PassiveHealth == nil {
+		e.PassiveHealth = &PassiveHealth{}
+	}
+	ph := e.PassiveHealth
+	k.passiveHealthKeys("engine.passive_health", ph)
+	k.enginePH = *ph
+	if ph.Enabled == nil {
+		on := true
+		ph.Enabled = &on
+	}
+	setDefault(&ph.ConsecutiveFailures, DefaultConsecutiveFailures)
+	fill(&ph.Cooldown, DefaultCooldown)
+	fill(&ph.MaxCooldown, DefaultMaxCooldown)
+	if ph.Scope == "" {
+		ph.Scope = ScopeModel
+	}
+}
+
+// passiveHealthKeys checks the keys of a passive_health block that are set,
+// each on its own; passiveHealth checks them together.
+func (k *checker) passiveHealthKeys(p string, ph *PassiveHealth) {
+	if n := ph.ConsecutiveFailures; n != nil && (*n < 1 || *n > MaxConsecutiveFailures) {
+		k.errorf(p+".consecutive_failures", "must be between 1 and %d, got %d", MaxConsecutiveFailures, *n)
+	}
+	for _, f := range []struct {
+		name string
+		d    *Duration
+	}{{"cooldown", ph.Cooldown}, {"max_cooldown", ph.MaxCooldown}} {
+		switch {
+		case f.d == nil:
+		case *f.d <= 0:
+			k.errorf(p+"."+f.name, "must be greater than 0, got %s", time.Duration(*f.d))
+		case *f.d > Duration(MaxEjectionCooldown):
+			k.errorf(p+"."+f.name, "must be at most %s (one hour), got %s", MaxEjectionCooldown, time.Duration(*f.d))
+		}
+	}
+	if ph.Scope != "" {
+		k.scope(p+".scope", ph.Scope)
+	}
+}
+
+func cooldownInRange(d *Duration) bool { return *d > 0 && *d <= Duration(MaxEjectionCooldown) }
+
+// passiveHealth checks the passive_health of every target: the keys of a
+// provider's own block, then the block merged with engine.passive_health
+// (after engine has filled its defaults), as compile merges it.
+//
+// max_cooldown must be at least cooldown once merged, so a provider's
+// cooldown: 1m fails against the engine's max_cooldown of 30s. The problem
+// is reported where a value was written: at max_cooldown when the block
+// sets it, else at cooldown; the message says where the other value came
+// from. A pair inherited whole was reported at the block it came from.
+func (k *checker) passiveHealth() {
+	const ep = "engine.passive_health"
+	def := k.cfg.Engine.PassiveHealth
+	inherited := func(key string, set *Duration) string {
+		if set != nil {
+			return "from " + ep + "." + key
+		}
+		return "the default"
+	}
+	k.cooldownPair(ep, &k.enginePH, *def, func(string) string { return "the default" })
+	warned := map[string]bool{}
+	for i := range k.cfg.ModelProviders {
+		own := k.cfg.ModelProviders[i].PassiveHealth
+		p := fmt.Sprintf("model_providers[%d].passive_health", i)
+		if own != nil {
+			k.passiveHealthKeys(p, own)
+		}
+		m := passiveHealthOf(def, own)
+		if own != nil {
+			k.cooldownPair(p, own, m, func(key string) string {
+				if key == "cooldown" {
+					return inherited(key, k.enginePH.Cooldown)
+				}
+				return inherited(key, k.enginePH.MaxCooldown)
+			})
+		}
+		if !*m.Enabled || !cooldownInRange(m.MaxCooldown) || *m.MaxCooldown < *m.Cooldown || m.MaxCooldown.D() <= longCooldown {
+			continue
+		}
+		at := ep + ".max_cooldown"
+		if own != nil && own.MaxCooldown != nil {
+			at = p + ".max_cooldown"
+		}
+		if !warned[at] {
+			warned[at] = true
+			k.warnf(at, "a recovered target stays ejected for up to %s before a request probes it; keep max_cooldown at %s or less so that recovery is prompt", m.MaxCooldown.D(), longCooldown)
+		}
+	}
+}
+
+// cooldownPair checks that the merged max_cooldown m of the block at p is
+// at least its cooldown. own holds the keys written at p; from says where an
+// inherited value came from.
+func (k *checker) cooldownPair(p string, own *PassiveHealth, m PassiveHealth, from func(key string) string) {
+	if !cooldownInRange(m.Cooldown) || !cooldownInRange(m.MaxCooldown) || *m.MaxCooldown >= *m.Cooldown {
+		return // a value out of range is reported by passiveHealthKeys
+	}
+	c, mx := m.Cooldown.D(), m.MaxCooldown.D()
+	switch {
+	case own.MaxCooldown != nil && own.Cooldown != nil:
+		k.errorf(p+".max_cooldown", "must be at least cooldown (%s), got %s", c, mx)
+	case own.MaxCooldown != nil:
+		k.errorf(p+".max_cooldown", "must be at least cooldown (%s, %s), got %s", c, from("cooldown"), mx)
+	case own.Cooldown != nil:
+		k.errorf(p+".cooldown", "must be at most max_cooldown (%s, %s), got %s", mx, from("max_cooldown"), c)
+	}
 }
 
 // ProviderOf returns the provider of a target: the text before the first

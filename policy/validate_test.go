@@ -307,6 +307,145 @@ engine:
 			{"engine.timeouts.first_token", 9, `invalid duration "30"`},
 		}},
 
+		// Passive health: each key on its own, in the engine block and a
+		// provider's (checked even where enabled is false)…
+		{"passive_health out of range", `model_providers:
+  - model: openai/gpt-4o
+engine:
+  passive_health:
+    consecutive_failures: 0
+    cooldown: 0
+    max_cooldown: 61m
+    scope: target
+`, []want{
+			{"engine.passive_health.consecutive_failures", 5, "must be between 1 and 1000, got 0"},
+			{"engine.passive_health.cooldown", 6, "must be greater than 0, got 0s"},
+			{"engine.passive_health.max_cooldown", 7, "must be at most 1h0m0s (one hour), got 1h1m0s"},
+			{"engine.passive_health.scope", 8, `unknown scope "target": use model or provider`},
+		}},
+		{"passive_health negative", `model_providers:
+  - model: openai/gpt-4o
+    passive_health:
+      enabled: false
+      consecutive_failures: 1001
+      cooldown: -1s
+      max_cooldown: -5
+engine:
+  passive_health:
+    max_cooldown: -1ms
+`, []want{
+			{"model_providers[0].passive_health.consecutive_failures", 5, "must be between 1 and 1000, got 1001"},
+			{"model_providers[0].passive_health.cooldown", 6, "must be greater than 0, got -1s"},
+			{"model_providers[0].passive_health.max_cooldown", 7, "must be greater than 0, got -5s"},
+			{"engine.passive_health.max_cooldown", 10, "must be greater than 0, got -1ms"},
+		}},
+		{"provider passive_health out of range", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {consecutive_failures: -3, cooldown: 2h, max_cooldown: 3601, scope: region}
+`, []want{
+			{"model_providers[0].passive_health.consecutive_failures", 3, "must be between 1 and 1000, got -3"},
+			{"model_providers[0].passive_health.cooldown", 3, "must be at most 1h0m0s (one hour), got 2h0m0s"},
+			{"model_providers[0].passive_health.max_cooldown", 3, "must be at most 1h0m0s (one hour), got 1h0m1s"},
+			{"model_providers[0].passive_health.scope", 3, `unknown scope "region": use model or provider`},
+		}},
+		{"passive_health malformed", `model_providers:
+  - model: openai/gpt-4o
+    passive_health:
+      cooldown: five seconds
+      cooldwn: 5s
+engine:
+  passive_health:
+    enabled: maybe
+    max_cooldown: 1.5
+`, []want{
+			{"model_providers[0].passive_health.cooldown", 4, `invalid duration "five seconds"`},
+			{"model_providers[0].passive_health.cooldwn", 5, `unknown key "cooldwn" (did you mean "cooldown"?)`},
+			{"engine.passive_health.enabled", 8, "cannot unmarshal !!str `maybe` into bool"},
+			{"engine.passive_health.max_cooldown", 9, `invalid duration "1.5"`},
+		}},
+		// …and max_cooldown against cooldown, after a provider's keys are
+		// laid over the engine's: at max_cooldown where the block sets
+		// it, else at cooldown, naming where the other value came from.
+		{"engine max_cooldown below cooldown", `model_providers:
+  - model: openai/gpt-4o
+engine:
+  passive_health:
+    cooldown: 10s
+    max_cooldown: 5s
+`, []want{
+			{"engine.passive_health.max_cooldown", 6, "must be at least cooldown (10s), got 5s"},
+		}},
+		{"engine cooldown above the default max_cooldown", `model_providers:
+  - model: openai/gpt-4o
+  - model: openai/gpt-4o-mini
+  - model: anthropic/claude-3-5-sonnet
+    passive_health: {enabled: false}
+engine:
+  passive_health:
+    cooldown: 1m
+`, []want{
+			// Once, at the engine: the entries inherit the pair.
+			{"engine.passive_health.cooldown", 8, "must be at most max_cooldown (30s, the default), got 1m0s"},
+		}},
+		{"engine max_cooldown below the default cooldown", `model_providers:
+  - model: openai/gpt-4o
+engine:
+  passive_health:
+    max_cooldown: 2s
+`, []want{
+			{"engine.passive_health.max_cooldown", 5, "must be at least cooldown (5s, the default), got 2s"},
+		}},
+		{"provider cooldown above the inherited max_cooldown", `model_providers:
+  - model: openai/gpt-4o
+    passive_health:
+      cooldown: 1m
+  - model: openai/gpt-4o-mini
+    passive_health:
+      cooldown: 50s
+engine:
+  passive_health:
+    max_cooldown: 45s
+`, []want{
+			{"model_providers[0].passive_health.cooldown", 4, "must be at most max_cooldown (45s, from engine.passive_health.max_cooldown), got 1m0s"},
+			{"model_providers[1].passive_health.cooldown", 7, "must be at most max_cooldown (45s, from engine.passive_health.max_cooldown), got 50s"},
+		}},
+		{"provider cooldown above the default max_cooldown", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {cooldown: 31s}
+`, []want{
+			{"model_providers[0].passive_health.cooldown", 3, "must be at most max_cooldown (30s, the default), got 31s"},
+		}},
+		{"provider max_cooldown below the inherited cooldown", `model_providers:
+  - model: openai/gpt-4o
+    passive_health:
+      max_cooldown: 10s
+  - model: openai/gpt-4o-mini
+    passive_health:
+      max_cooldown: 3s
+engine:
+  passive_health:
+    cooldown: 20s
+    max_cooldown: 1m
+`, []want{
+			{"model_providers[0].passive_health.max_cooldown", 4, "must be at least cooldown (20s, from engine.passive_health.cooldown), got 10s"},
+			{"model_providers[1].passive_health.max_cooldown", 7, "must be at least cooldown (20s, from engine.passive_health.cooldown), got 3s"},
+		}},
+		{"provider max_cooldown below the default cooldown", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {max_cooldown: 3s}
+`, []want{
+			{"model_providers[0].passive_health.max_cooldown", 3, "must be at least cooldown (5s, the default), got 3s"},
+		}},
+		{"provider max_cooldown below its own cooldown", `model_providers:
+  - model: openai/gpt-4o
+    passive_health:
+      enabled: false
+      cooldown: 20s
+      max_cooldown: 10s
+`, []want{
+			{"model_providers[0].passive_health.max_cooldown", 6, "must be at least cooldown (20s), got 10s"},
+		}},
+
 		// Providers.
 		{"duplicated model", `model_providers:
   - model: openai/gpt-4o
@@ -879,6 +1018,13 @@ func TestEngineDefaults(t *testing.T) {
 			Idle:       dp(Duration(30 * time.Second)),
 			Attempt:    dp(0),
 		},
+		PassiveHealth: &PassiveHealth{
+			Enabled:             &tr,
+			ConsecutiveFailures: ip(5),
+			Cooldown:            dp(Duration(5 * time.Second)),
+			MaxCooldown:         dp(Duration(30 * time.Second)),
+			Scope:               ScopeModel,
+		},
 	}
 	if yamlOf(cfg.Engine) != yamlOf(want) {
 		t.Errorf("engine:\n%s\nwant:\n%s", yamlOf(cfg.Engine), yamlOf(want))
@@ -1084,4 +1230,220 @@ func TestWarnCodeTwiceInOneEntry(t *testing.T) {
 	if got := codeList([]int{500, 501, 502, 507, 509, 510}); got != "status codes 500-502, 507, 509-510 are" {
 		t.Errorf("codeList = %q", got)
 	}
+}
+
+// TestPassiveHealthDefaults: a configuration that says nothing ejects every
+// target with the defaults, with or without a retry_policy, and Finalize
+// fills engine.passive_health so that it marshals like the other defaults.
+func TestPassiveHealthDefaults(t *testing.T) {
+	cfg, warns := mustParse(t, withPolicy(`default_strategy: same_model`))
+	if len(warns) != 0 {
+		t.Errorf("warnings: %v", warns)
+	}
+	want := EjectionRule{Consecutive: DefaultConsecutiveFailures, Cooldown: DefaultCooldown, MaxCooldown: DefaultMaxCooldown, Scope: ScopeModel}
+	c := cfg.Compiled()
+	if len(c.Ejection) != 3 {
+		t.Fatalf("%d rules for 3 targets", len(c.Ejection))
+	}
+	for i, r := range c.Ejection {
+		if r == nil || *r != want {
+			t.Errorf("Ejection[%d] = %+v, want %+v", i, r, want)
+		}
+	}
+	if c.Rules[1] != nil || c.Ejection[1] == nil {
+		t.Error("a target without a retry_policy has no ejection rule")
+	}
+	if c.Ejection[0] == c.Ejection[1] {
+		t.Error("targets share one rule")
+	}
+	for i, mp := range cfg.ModelProviders {
+		if mp.PassiveHealth != nil {
+			t.Errorf("model_providers[%d].passive_health filled in: %s", i, yamlOf(mp.PassiveHealth))
+		}
+	}
+	if got, want := yamlOf(cfg.Engine.PassiveHealth), "enabled: true\nconsecutive_failures: 5\ncooldown: 5s\nmax_cooldown: 30s\nscope: model\n"; got != want {
+		t.Errorf("engine.passive_health:\n%s\nwant:\n%s", got, want)
+	}
+	roundTrip(t, cfg)
+}
+
+// TestPassiveHealthMerge: a provider's passive_health is laid over the
+// engine's key by key. The provider block stays as written; the merged rule
+// is in Compiled.Ejection, nil where it is disabled.
+func TestPassiveHealthMerge(t *testing.T) {
+	cfg, warns := mustParse(t, `model_providers:
+  - model: openai/gpt-4o
+  - model: openai/gpt-4o-mini
+    passive_health: {consecutive_failures: 2}
+  - model: anthropic/claude-3-5-sonnet
+    passive_health: {enabled: false}
+  - model: anthropic/claude-3-haiku
+    passive_health: {cooldown: 1s, max_cooldown: 10, scope: model}
+  - model: mistral/mistral-large
+    passive_health: {enabled: true, cooldown: 1m}
+engine:
+  passive_health:
+    consecutive_failures: 3
+    cooldown: 2
+    max_cooldown: 1m
+    scope: provider
+`)
+	if len(warns) != 0 {
+		t.Errorf("warnings: %v", warns)
+	}
+	want := []*EjectionRule{
+		{Consecutive: 3, Cooldown: 2 * time.Second, MaxCooldown: time.Minute, Scope: ScopeProvider},
+		{Consecutive: 2, Cooldown: 2 * time.Second, MaxCooldown: time.Minute, Scope: ScopeProvider},
+		nil,
+		{Consecutive: 3, Cooldown: time.Second, MaxCooldown: 10 * time.Second, Scope: ScopeModel},
+		{Consecutive: 3, Cooldown: time.Minute, MaxCooldown: time.Minute, Scope: ScopeProvider},
+	}
+	checkEjection(t, cfg.Compiled(), want)
+	if ph := cfg.ModelProviders[1].PassiveHealth; ph.Enabled != nil || ph.Cooldown != nil || ph.MaxCooldown != nil || ph.Scope != "" {
+		t.Errorf("provider passive_health filled in: %s", yamlOf(ph))
+	}
+	roundTrip(t, cfg)
+
+	// Off in the engine, on for one target: that target gets the
+	// engine's values.
+	cfg, _ = mustParse(t, `model_providers:
+  - model: openai/gpt-4o
+  - model: anthropic/claude-3-5-sonnet
+    passive_health: {enabled: true}
+engine:
+  passive_health: {enabled: false, consecutive_failures: 7}
+`)
+	checkEjection(t, cfg.Compiled(), []*EjectionRule{
+		nil,
+		{Consecutive: 7, Cooldown: DefaultCooldown, MaxCooldown: DefaultMaxCooldown, Scope: ScopeModel},
+	})
+	roundTrip(t, cfg)
+
+	// A Config built in Go merges the same way.
+	off := false
+	gocfg := &Config{ModelProviders: []ModelProvider{
+		{Model: "openai/gpt-4o", PassiveHealth: &PassiveHealth{Enabled: &off}},
+		{Model: "anthropic/claude-3-5-sonnet", PassiveHealth: &PassiveHealth{ConsecutiveFailures: ip(1), Scope: ScopeProvider}},
+	}}
+	if _, err := gocfg.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	checkEjection(t, gocfg.Compiled(), []*EjectionRule{
+		nil,
+		{Consecutive: 1, Cooldown: DefaultCooldown, MaxCooldown: DefaultMaxCooldown, Scope: ScopeProvider},
+	})
+}
+
+func checkEjection(t *testing.T, c *Compiled, want []*EjectionRule) {
+	t.Helper()
+	if len(c.Ejection) != len(want) {
+		t.Fatalf("%d rules, want %d", len(c.Ejection), len(want))
+	}
+	for i, w := range want {
+		switch got := c.Ejection[i]; {
+		case w == nil && got != nil:
+			t.Errorf("Ejection[%d] (%s) = %+v, want nil", i, c.Targets[i], *got)
+		case w != nil && (got == nil || *got != *w):
+			t.Errorf("Ejection[%d] (%s) = %+v, want %+v", i, c.Targets[i], got, *w)
+		}
+	}
+}
+
+// TestPassiveHealthBounds: the bounds themselves are accepted and compile
+// to the values written.
+func TestPassiveHealthBounds(t *testing.T) {
+	cfg, _ := mustParse(t, `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {consecutive_failures: 1, cooldown: 1ns, max_cooldown: 1ns}
+engine:
+  passive_health: {consecutive_failures: 1000, cooldown: 3600, max_cooldown: 1h}
+`)
+	checkEjection(t, cfg.Compiled(), []*EjectionRule{{Consecutive: 1, Cooldown: 1, MaxCooldown: 1, Scope: ScopeModel}})
+	if MaxConsecutiveFailures != 1000 || MaxEjectionCooldown != time.Hour {
+		t.Errorf("bounds %d, %v", MaxConsecutiveFailures, MaxEjectionCooldown)
+	}
+	cfg, _ = mustParse(t, "model_providers:\n  - model: openai/gpt-4o\nengine:\n  passive_health: {consecutive_failures: 1000, cooldown: 1h, max_cooldown: 3600}\n")
+	checkEjection(t, cfg.Compiled(), []*EjectionRule{{Consecutive: 1000, Cooldown: time.Hour, MaxCooldown: time.Hour, Scope: ScopeModel}})
+}
+
+// TestPassiveHealthWarnings: a max_cooldown over 2m in effect for some
+// target warns once, at the key that set it.
+func TestPassiveHealthWarnings(t *testing.T) {
+	const long = "a recovered target stays ejected for up to "
+	tests := []struct {
+		name string
+		src  string
+		want []want
+	}{
+		{"engine max_cooldown over 2m", `model_providers:
+  - model: openai/gpt-4o
+  - model: anthropic/claude-3-5-sonnet
+engine:
+  passive_health:
+    max_cooldown: 5m
+`, []want{
+			{"engine.passive_health.max_cooldown", 6, long + "5m0s before a request probes it; keep max_cooldown at 2m0s or less so that recovery is prompt"},
+		}},
+		{"provider max_cooldown over 2m", `model_providers:
+  - model: openai/gpt-4o
+  - model: anthropic/claude-3-5-sonnet
+    passive_health:
+      cooldown: 10s
+      max_cooldown: 1h
+`, []want{
+			{"model_providers[1].passive_health.max_cooldown", 6, long + "1h0m0s"},
+		}},
+		{"exactly 2m", `model_providers:
+  - model: openai/gpt-4o
+engine:
+  passive_health: {max_cooldown: 2m}
+`, nil},
+		{"engine off", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {enabled: false, max_cooldown: 10m}
+engine:
+  passive_health: {enabled: false, max_cooldown: 10m}
+`, nil},
+		{"engine off, on for two targets", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {enabled: true}
+  - model: openai/gpt-4o-mini
+  - model: anthropic/claude-3-5-sonnet
+    passive_health: {enabled: true}
+engine:
+  passive_health: {enabled: false, max_cooldown: 10m}
+`, []want{
+			{"engine.passive_health.max_cooldown", 8, long + "10m0s"},
+		}},
+		{"every target overrides it", `model_providers:
+  - model: openai/gpt-4o
+    passive_health: {max_cooldown: 1m}
+engine:
+  passive_health: {max_cooldown: 10m}
+`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, warns := mustParse(t, tt.src)
+			checkProblems(t, "warnings", warns, tt.want)
+			roundTrip(t, cfg)
+			for _, w := range warns {
+				want := "" // a warning about the engine block names no model
+				if strings.HasPrefix(w.Path, "model_providers[1]") {
+					want = "anthropic/claude-3-5-sonnet"
+				}
+				if w.Model != want {
+					t.Errorf("warning %s: model %q, want %q", w.Path, w.Model, want)
+				}
+			}
+		})
+	}
+	// Over its bound, max_cooldown is an error and not also a warning.
+	_, warns, err := Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n    passive_health: {max_cooldown: 3601s}\n"))
+	var perr *Error
+	if !errors.As(err, &perr) {
+		t.Fatalf("err %v, want problems", err)
+	}
+	checkProblems(t, "errors", perr.Problems, []want{{"model_providers[0].passive_health.max_cooldown", 3, "must be at most 1h0m0s (one hour), got 1h0m1s"}})
+	checkProblems(t, "warnings", warns, nil)
 }
