@@ -72,8 +72,8 @@ func (h syncHealth) ReportFailure(id int, at int64) bool {
 	h.s.Failure(id, at)
 	return true
 }
-func (h syncHealth) ReportSuccess(id int, _ int64) bool {
-	h.s.Success(id)
+func (h syncHealth) ReportSuccess(id int, at int64) bool {
+	h.s.Success(id, at)
 	return true
 }
 

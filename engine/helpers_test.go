@@ -128,6 +128,7 @@ type exhaustedBody struct {
 		MaxRetryAfter   *float64 `json:"observed_max_retry_after_seconds"`
 		ShortestBlock   *float64 `json:"shortest_remaining_block_seconds"`
 		BudgetExhausted *bool    `json:"retry_budget_exhausted"`
+		Ejected         []string `json:"ejected_targets"`
 	} `json:"error"`
 }
 

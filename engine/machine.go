@@ -766,11 +766,14 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 	if t := m.pick(s, pp); t >= 0 {
 		return t, 0, -1, ""
 	}
-	if t := m.lastResort; t >= 0 && (!m.isTried(t) || (t == m.primary && m.attempts == 0)) {
-		// Every candidate left is ejected: ejection is the engine's own
-		// guess, so rather than fail on it the request tries the one
-		// whose ejection ends first (Retry-After and latency blocks are
-		// still honoured: they never become a last resort).
+	if t := m.lastResort; t >= 0 && m.attempts == 0 {
+		// Every candidate is ejected, before the request made any attempt:
+		// ejection is the engine's own guess, so rather than fail on it
+		// the request tries the one whose ejection ends first (Retry-After
+		// and latency blocks are still honoured: they never become a last
+		// resort). Once the request has had its attempt, ejected
+		// alternatives are skipped: trying them all would turn an outage
+		// of every provider into a retry storm.
 		if m.env.debug {
 			m.logDebug("reroute every candidate ejected: trying the most promising", zap.String("target", m.name(t)))
 		}
@@ -912,8 +915,18 @@ func (m *Machine) isFallback(t int) bool {
 func (m *Machine) sameTarget(t int) (int, time.Duration, int, Reason) {
 	st := m.lookup(t)
 	if !m.blocked(st) {
-		if st.HalfOpen(m.now()) {
-			m.take(t, availProbe, st) // same_model has no alternative: probe it if we may, attempt it anyway
+		if st.Ejected {
+			if st.HalfOpen(m.now()) && m.take(t, availProbe, st) {
+				return t, 0, -1, "" // its probe
+			}
+			if m.attempts > 0 {
+				// Retrying a target passive health has taken out of the
+				// way is the retry storm it exists to stop; a request
+				// that has made no attempt yet still tries it (same_model
+				// has no alternative, and an ejection is a guess).
+				m.noteEjected(t, st)
+				return -1, 0, -1, ReasonProviders
+			}
 		}
 		return t, 0, -1, ""
 	}

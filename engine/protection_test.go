@@ -74,13 +74,49 @@ engine: {max_retrying_requests: 1}
 	})
 }
 
+// budgetConfig retries a 503 of gpt-4o on its own provider (gpt-4o-mini):
+// the retries the budget counts. Passive health is off, so that the
+// primary keeps getting every request's first attempt.
 const budgetConfig = `
 model_providers:
   - model: openai/gpt-4o
-    retry_policy: {on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}
+    retry_policy: {on_status_codes: [{codes: [503], strategy: same_provider, max_attempts: 2}]}
+  - model: openai/gpt-4o-mini
   - model: anthropic/claude-3-5-sonnet
-engine: {retry_budget: %s}
+engine: {retry_budget: %s, passive_health: {enabled: false}}
 `
+
+const mini = "openai/gpt-4o-mini"
+
+// The budget protects a provider from its own retries: a failover to
+// another provider is not charged to it. With a budget of nothing at all,
+// every failover from gpt-4o to claude is still made, and every retry on
+// OpenAI is refused.
+func TestRetryBudgetChargesOnlySameProviderRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := mustEngine(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy: {fallback_models: [anthropic/claude-3-5-sonnet], on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}
+  - model: openai/gpt-4o-mini
+    retry_policy: {on_status_codes: [{codes: [503], strategy: same_provider, max_attempts: 2}]}
+  - model: anthropic/claude-3-5-sonnet
+engine: {retry_budget: {percent: 0, min_per_second: 0}, passive_health: {enabled: false}}
+`)
+		up := newUpstreams(map[string][]step{gpt: {{status: 503}}, mini: {{status: 503}}, claude: {{status: 200}}})
+		ctx := testContext(t)
+		for i := range 50 {
+			res, err := e.Do(ctx, gpt, up.call)
+			if err != nil || res.Target != claude || res.Attempts != 2 {
+				t.Fatalf("failover %d: %v %+v", i+1, err, res)
+			}
+		}
+		_, err := e.Do(ctx, mini, up.call)
+		if ex := asExhausted(t, err); ex.Reason != ReasonBudget {
+			t.Fatalf("a same-provider retry under a budget of 0: %+v", ex)
+		}
+	})
+}
 
 // docs/behaviour.md#engine-wide-limits: the retry budget {0 %, 1/s, 10 s} grants 10 retries per 10 s
 // window; the 11th is refused (budget_exhausted); a window later retries
@@ -88,11 +124,11 @@ engine: {retry_budget: %s}
 func TestRetryBudget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := mustEngine(t, fmt.Sprintf(budgetConfig, `{percent: 0, min_per_second: 1, window: 10s}`))
-		up := newUpstreams(map[string][]step{gpt: {{status: 503}}, claude: {{status: 200}}})
+		up := newUpstreams(map[string][]step{gpt: {{status: 503}}, mini: {{status: 200}}})
 		ctx := testContext(t)
 		for i := range 10 {
 			res, err := e.Do(ctx, gpt, up.call)
-			if err != nil || res.Target != claude || res.Attempts != 2 {
+			if err != nil || res.Target != mini || res.Attempts != 2 {
 				t.Fatalf("retry %d: %v %+v", i+1, err, res)
 			}
 			time.Sleep(500 * time.Millisecond)
@@ -106,14 +142,14 @@ func TestRetryBudget(t *testing.T) {
 		if body.Error.BudgetExhausted == nil || !*body.Error.BudgetExhausted || body.Error.Message != "All retry attempts exhausted: retry budget exceeded" {
 			t.Errorf("body = %+v", body.Error)
 		}
-		if n := up.count(claude); n != 10 {
-			t.Errorf("claude called %d times, want 10", n)
+		if n := up.count(mini); n != 10 {
+			t.Errorf("mini called %d times, want 10", n)
 		}
 
 		time.Sleep(10 * time.Second) // the window has passed
 		for i := range 10 {
 			res, err := e.Do(ctx, gpt, up.call)
-			if err != nil || res.Target != claude {
+			if err != nil || res.Target != mini {
 				t.Fatalf("after the window, retry %d: %v %+v", i+1, err, res)
 			}
 		}
@@ -123,11 +159,11 @@ func TestRetryBudget(t *testing.T) {
 func TestRetryBudgetDisabledNeverRefuses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := mustEngine(t, fmt.Sprintf(budgetConfig, `{enabled: false, percent: 0, min_per_second: 0}`))
-		up := newUpstreams(map[string][]step{gpt: {{status: 503}}, claude: {{status: 200}}})
+		up := newUpstreams(map[string][]step{gpt: {{status: 503}}, mini: {{status: 200}}})
 		ctx := testContext(t)
 		for i := range 500 { // all in the same virtual instant
 			res, err := e.Do(ctx, gpt, up.call)
-			if err != nil || res.Target != claude || res.Attempts != 2 {
+			if err != nil || res.Target != mini || res.Attempts != 2 {
 				t.Fatalf("request %d: %v %+v", i+1, err, res)
 			}
 		}

@@ -509,7 +509,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 	e := &s.ej[id]
 	wasSuspect := e.streak > 0 || e.ejections > 0
 	if r.minTriggers == kindSuccess {
-		if s.Success(id) {
+		if s.Success(id, r.at) {
 			a.probes[id].Store(0)
 			if track {
 				a.changes = append(a.changes, change{id: id, kind: Ejected, recovered: true})

@@ -13,10 +13,11 @@ import (
 //	ejected ──(time reaches until)──────────────────▶ half-open
 //	half-open ──(a success)──────────────────────────▶ healthy (recovered)
 //	half-open ──(a failure)──────────────────────────▶ ejected again, for twice as long
-//	ejected ──(a success)────────────────────────────▶ healthy (recovered)
 //
-// A failure while ejected changes nothing: it belongs to an attempt that
-// started before the ejection. Half-open is not stored: it is "ejections >
+// A failure or a success while ejected changes nothing: it belongs to an
+// attempt that started before the ejection (measured: in an outage that
+// begins under load, the successes of attempts begun just before it kept
+// undoing the ejection, and the dead target got a hundred more attempts). Half-open is not stored: it is "ejections >
 // 0 and until ≤ now", so the passage of time needs no transition and no
 // publication. Who may probe a half-open identifier is decided outside
 // the State, lock-free (see Probes); claim is the State's own record of it
@@ -95,16 +96,17 @@ func (s *State) Failure(id int, now int64) (ejected bool, until int64) {
 	return true, e.until
 }
 
-// Success records an answer of identifier id that shows it works (anything
-// but a counted failure). It resets id's streak, and reports whether id
-// was ejected or half-open and so has recovered.
-func (s *State) Success(id int) (recovered bool) {
+// Success records an answer of identifier id at now that shows it works
+// (anything but a counted failure). It resets id's streak, and reports
+// whether id was half-open and so has recovered. A success while id is
+// ejected (now before the ejection's end) is ignored, like a failure.
+func (s *State) Success(id int, now int64) (recovered bool) {
 	if !s.valid(id) {
 		return false
 	}
 	e := &s.ej[id]
 	e.streak = 0
-	if e.ejections == 0 {
+	if e.ejections == 0 || now < e.until {
 		return false
 	}
 	e.ejections, e.until, e.claim = 0, 0, 0

@@ -26,8 +26,6 @@ func ejectionCompiled(tb testing.TB) *policy.Compiled {
 	return &c
 }
 
-
-
 // inCooldown reports whether until-now is within the n-th ejection's
 // spread: [0.8, 1) × min(cooldown × 2^(n-1), max).
 func inCooldown(r *policy.EjectionRule, n int, now, until int64) bool {
@@ -57,7 +55,7 @@ func TestEjectionTransitions(t *testing.T) {
 		t.Fatal("a target with a failure streak must not be clear: its next success has to be reported")
 	}
 	// A success resets the streak: two more failures still do not eject.
-	if s.Success(tGPT4o) {
+	if s.Success(tGPT4o, now) {
 		t.Fatal("a success of a target that was not ejected is no recovery")
 	}
 	if st := s.Lookup(tGPT4o, now); st.Suspect {
@@ -112,8 +110,16 @@ func TestEjectionTransitions(t *testing.T) {
 	if time.Duration(until-now) >= modelRule.MaxCooldown {
 		t.Fatalf("the cap is exceeded: %v", time.Duration(until-now))
 	}
+	// A success while ejected is ignored, like a failure: it comes from an
+	// attempt begun before the ejection.
+	if s.Success(tGPT4o, now) {
+		t.Fatal("a success during the ejection recovered the target")
+	}
+	if st := s.Lookup(tGPT4o, now); !st.Ejected {
+		t.Fatalf("after a success during the ejection: %+v", st)
+	}
 	// The probe succeeds: recovered, and nothing is left.
-	if !s.Success(tGPT4o) {
+	if !s.Success(tGPT4o, until) {
 		t.Fatal("the probe's success must recover the target")
 	}
 	if st := s.Lookup(tGPT4o, until); st.Ejected || st.Suspect || !s.Snapshot().Clear(tGPT4o) {
@@ -285,7 +291,7 @@ func TestActorEjectionPublishesAndLogs(t *testing.T) {
 		if f := ej[0].ContextMap(); f["id"] != "openai/gpt-4o" || f["scope"] != "target" || f["ejections"] != int64(1) {
 			t.Errorf("ejection log fields %v", f)
 		}
-		a.ReportSuccess(tGPT4o, now)
+		a.ReportSuccess(tGPT4o, a.Snapshot().Lookup(tGPT4o, now).EjectedUntil)
 		sync()
 		if n := logs.FilterMessage("target recovered").Len(); n != 1 {
 			t.Fatalf("%d recovery logs", n)

@@ -93,15 +93,17 @@ func (m *refModel) failure(id int, now int64) (bool, int64) {
 	return true, u
 }
 
-func (m *refModel) success(id int) bool {
+func (m *refModel) success(id int, now int64) bool {
 	e := m.ej[id]
 	if e == nil {
 		return false
 	}
 	e.failures = 0
-	was := len(e.ejected) > 0
+	if n := len(e.ejected); n == 0 || now < e.ejected[n-1] {
+		return false
+	}
 	e.ejected, e.claim = nil, 0
-	return was
+	return true
 }
 
 func (m *refModel) claim(id int, now, until int64) bool {
@@ -373,8 +375,8 @@ func differential(t *testing.T, c *policy.Compiled, src source) (st diffStats) {
 			}
 		case 8: // a success
 			id, _ := src.intn(ids + 2)
-			if got, want := s.Success(id-1), m.success(id-1); got != want {
-				t.Fatalf("step %d: Success(%d) = %v, reference %v", step, id-1, got, want)
+			if got, want := s.Success(id-1, now), m.success(id-1, now); got != want {
+				t.Fatalf("step %d: Success(%d, %d) = %v, reference %v", step, id-1, now, got, want)
 			}
 		case 9: // a probe's claim
 			id, _ := src.intn(ids + 2)

@@ -26,14 +26,6 @@ type Compiled struct {
 	ambig map[string][]string // bare model names several targets share → their target ids
 }
 
-// EjectionRule is the compiled passive_health of one target.
-type EjectionRule struct {
-	Consecutive int           // failures in a row that eject; ≥ 1
-	Cooldown    time.Duration // length of a first ejection
-	MaxCooldown time.Duration // cap of the doubling; ≥ Cooldown
-	Scope       Scope         // ScopeModel: the target is ejected; ScopeProvider: its provider (every target of it)
-}
-
 // Limits are the per-attempt timeouts of one target: engine.timeouts with
 // the provider's own timeouts keys laid over them, resolved once when the
 // configuration is compiled. 0 means no limit.
