@@ -139,6 +139,7 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 		}
 		e.actor = health.New(c, hopts...)
 		e.health = actorHealth{e.actor}
+		e.env.actor = e.actor
 	}
 	for i := range e.shards {
 		e.shards[i].counts = newCounts(c.NumTargets())
@@ -179,25 +180,32 @@ func (e *Engine) Actor() *health.Actor { return e.actor }
 // Every Do ends with exactly one of those. A request's deadline is ctx's:
 // no wait starts that would end past it.
 func (e *Engine) Do(ctx context.Context, model string, call Call) (Result, error) {
-	t, ok := e.lookupTarget(model)
-	if !ok {
-		if ctx == nil || call == nil {
-			return Result{}, errNilArgument
-		}
-		return Result{}, &unknownModelError{model}
-	}
-	return e.DoTarget(ctx, t, call)
+	return e.run(ctx, model, -1, call)
 }
 
 // DoTarget is Do for the target of index t in Compiled(), as
 // policy.Compiled.Resolve returns it: a caller that has resolved the name
 // already spares the engine a second lookup. A t out of range is
 // ErrUnknownModel.
-func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (res Result, err error) {
+func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (Result, error) {
+	if t < 0 {
+		t = e.c.NumTargets() // out of range, and not "look model up"
+	}
+	return e.run(ctx, "", t, call)
+}
+
+// run is Do and DoTarget: t < 0 means look model up. Both are wrappers
+// small enough to be inlined, so neither pays a call more than the other.
+func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res Result, err error) {
 	if ctx == nil || call == nil {
 		return Result{}, errNilArgument
 	}
-	if uint(t) >= uint(e.c.NumTargets()) {
+	if t < 0 {
+		var ok bool
+		if t, ok = e.lookupTarget(model); !ok {
+			return Result{}, &unknownModelError{model}
+		}
+	} else if t >= e.c.NumTargets() {
 		return Result{}, &unknownModelError{"#" + strconv.Itoa(t)}
 	}
 	s := e.pickShard()
@@ -234,7 +242,7 @@ func (e *Engine) DoTarget(ctx context.Context, t int, call Call) (res Result, er
 		case StepFail:
 			return Result{}, st.Err
 		case StepAbort:
-			return Result{}, st.Cause
+			return Result{}, m.cause
 		}
 		if st.Wait > 0 {
 			if err := e.sleep(ctx, st.Wait); err != nil {

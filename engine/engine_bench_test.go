@@ -65,9 +65,9 @@ func BenchmarkDoSuccess(b *testing.B) {
 
 // BenchmarkDoFailover: the primary answers 503, the fallback 200, no waits.
 func BenchmarkDoFailover(b *testing.B) {
-	// A budget large enough never to refuse, so that the benchmark
-	// measures the failover path rather than the budget's refusals.
-	e := mustEngine(b, benchConfig+"engine: {retry_budget: {enabled: false}}\n")
+	// No budget to refuse and no passive health to eject the primary
+	// that always fails, so that every request takes the failover path.
+	e := mustEngine(b, benchConfig+"engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}\n")
 	ctx := context.Background()
 	b.Run("single", func(b *testing.B) {
 		b.ReportAllocs()
@@ -91,11 +91,12 @@ func BenchmarkDoFailover(b *testing.B) {
 }
 
 // manyTargets is a configuration of n targets over n/10 providers (at
-// least 2): the primary p0/m0 fails over to a different provider by the
-// random pick, with no fallbacks listed.
-func manyTargets(n int, engineCfg string) string {
+// least 2): the primary p0/m0 fails over by the random pick, with no
+// fallbacks listed, to another provider's target or (strategy
+// same_provider) to one of its own provider's, a retry the budget counts.
+func manyTargets(n int, strategy, engineCfg string) string {
 	var b strings.Builder
-	b.WriteString("model_providers:\n  - model: p0/m0\n    retry_policy: {default_strategy: different_provider, default_max_attempts: 2}\n")
+	b.WriteString("model_providers:\n  - model: p0/m0\n    retry_policy: {default_strategy: " + strategy + ", default_max_attempts: 2}\n")
 	providers := max(n/10, 2)
 	for i := 1; i < n; i++ {
 		fmt.Fprintf(&b, "  - model: p%d/m%d\n", i%providers, i)
@@ -109,17 +110,18 @@ func manyTargets(n int, engineCfg string) string {
 // configuration: at 5,000 targets it stays within a microsecond.
 func BenchmarkDoFailoverTargets(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		n    int
-		eng  string
+		name     string
+		n        int
+		strategy string
+		eng      string
 	}{
-		{"targets=11", 11, "engine: {retry_budget: {enabled: false}}\n"},
-		{"targets=5000", 5000, "engine: {retry_budget: {enabled: false}}\n"},
+		{"targets=11", 11, "different_provider", "engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}\n"},
+		{"targets=5000", 5000, "different_provider", "engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}\n"},
 		// A budget that never refuses: what consulting it costs.
-		{"targets=5000/budget", 5000, "engine: {retry_budget: {percent: 100, min_per_second: 1000000000}}\n"},
+		{"targets=5000/budget", 5000, "same_provider", "engine: {retry_budget: {percent: 100, min_per_second: 1000000000}, passive_health: {enabled: false}}\n"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			e := mustEngine(b, manyTargets(tc.n, tc.eng))
+			e := mustEngine(b, manyTargets(tc.n, tc.strategy, tc.eng))
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/reroute-go/reroute/health"
 	"github.com/reroute-go/reroute/policy"
 )
 
@@ -30,6 +31,7 @@ import (
 type env struct {
 	c      *policy.Compiled
 	health Health
+	actor  *health.Actor // the engine's own health actor, nil under WithHealth; read directly on the request path
 	rnd    rand.Source
 	log    *zap.Logger
 	debug  bool // log.Core().Enabled(Debug), cached: the request path checks a bool

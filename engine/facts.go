@@ -13,11 +13,12 @@ import (
 //
 // A request touches a handful of identifiers (one per target or provider
 // it attempted), so facts are a short list searched linearly, with room
-// for two inside the Machine: nothing is sized by the configuration, and a
-// request that fails on two targets allocates nothing for them. The zero
+// for one inside the Machine (which is zeroed on every request, so its
+// size is paid on the success path): nothing is sized by the
+// configuration. The zero
 // value is empty and ready.
 type facts struct {
-	inline [2]fact
+	inline [1]fact
 	n      int
 	more   []fact
 }

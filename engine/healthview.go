@@ -85,3 +85,40 @@ func (v stateView) Lookup(t int, now int64) health.Status { return v.s.Lookup(t,
 func (v stateView) Clear(int) bool                        { return false }
 func (v stateView) Claim(id int, now, until int64) bool   { return v.s.Claim(id, now, until) }
 func (v stateView) Release(id int, _ int64)               { v.s.Release(id) }
+
+// view is what a Machine reads during one decision: the health actor's
+// snapshot, read through concrete calls the compiler inlines (the success
+// path reads it twice), or the View of a Health given WithHealth.
+type view struct {
+	snap  *health.Snapshot
+	other View // nil with the engine's own actor
+}
+
+func (v *view) Lookup(t int, now int64) health.Status {
+	if v.other != nil {
+		return v.other.Lookup(t, now)
+	}
+	return v.snap.Lookup(t, now)
+}
+
+func (v *view) Clear(t int) bool {
+	if v.other != nil {
+		return v.other.Clear(t)
+	}
+	return v.snap.Clear(t)
+}
+
+func (v *view) Claim(id int, now, until int64) bool {
+	if v.other != nil {
+		return v.other.Claim(id, now, until)
+	}
+	return v.snap.Claim(id, now, until)
+}
+
+func (v *view) Release(id int, until int64) {
+	if v.other != nil {
+		v.other.Release(id, until)
+		return
+	}
+	v.snap.Release(id, until)
+}

@@ -25,7 +25,8 @@ const (
 	// StepFail: the request is exhausted; Step.Err says why.
 	StepFail
 	// StepAbort: the request was ended from outside (its context was
-	// cancelled, or the engine closed); Step.Cause is the error to return.
+	// cancelled, or the engine closed); Machine.Cause is the error to
+	// return.
 	StepAbort
 )
 
@@ -35,7 +36,6 @@ type Step struct {
 	Target int           // target index, for StepAttempt
 	Wait   time.Duration // for StepAttempt
 	Err    *ExhaustedError
-	Cause  error // for StepAbort
 }
 
 // Machine is one request's decisions: which target to attempt, how long
@@ -88,7 +88,7 @@ type Machine struct {
 	more   []int32
 
 	keys  [6]keyCount
-	nkeys int
+	nkeys int32
 	keys2 []keyCount
 
 	failed  [2]FailedAttempt
@@ -98,27 +98,29 @@ type Machine struct {
 	maxRA    time.Duration
 	shortest time.Duration
 	facts    facts // this request's own health facts
-	view     View  // the shared state, read once per decision
+	view     view  // the shared state, read once per decision
 
 	// Passive health. probeID is 1 + the identifier whose probe claim
 	// this request holds (0: none), until probeUntil, for the attempt to
 	// probeTarget.
-	probeID     int
+	probeID     int32
+	probeTarget int32
 	probeUntil  int64
-	probeTarget int
 	hinted      bool // the last failed answer carried a usable retry hint
-	// lastResort is the most promising ejected candidate of the current
-	// decision (the one whose ejection ends first), -1 none: a request
-	// whose every candidate is ejected still tries it.
-	lastResort      int
+	// lastResort is 1 + the most promising ejected candidate of the
+	// current decision (the one whose ejection ends first), 0 none: a
+	// request whose every candidate is ejected still tries it. It and
+	// claimsLost are reset where a decision that can choose begins
+	// (newDecision).
+	lastResort      int32
 	lastResortUntil int64
 	// claimsLost are the half-open candidates of this decision whose probe
 	// another request holds.
 	claimsLost  [2]int32
-	nclaimsLost int
+	nclaimsLost int32
 	// ejected lists the targets skipped as ejected, for the exhaustion.
-	ejected  [4]int32
-	nejected int
+	ejected  [2]int32
+	nejected int32
 	ejected2 []int32
 
 	last      policy.Outcome
@@ -128,12 +130,20 @@ type Machine struct {
 	nowNs   int64
 	haveNow bool
 
-	ctx context.Context // the request's, for its request id in logs; nil in simulation
+	ctx   context.Context // the request's, for its request id in logs; nil in simulation
+	cause error           // why the request was aborted, after StepAbort
 }
 
+// Cause returns the error that aborted the request, after StepAbort: the
+// context's error, or ErrClosed.
+func (m *Machine) Cause() error { return m.cause }
+
+// keyCount is a failure counter of the request. int32s: a key is a status
+// code or a negative constant, and a Machine is zeroed on every request,
+// so its size is paid on the success path.
 type keyCount struct {
-	key policy.Key
-	n   int
+	key int32
+	n   int32
 }
 
 // Begin prepares m for a request whose primary is model, for a driver
@@ -199,12 +209,19 @@ func (m *Machine) now() int64 {
 // state, and a real-time machine reads the clock at most once per
 // decision, and only if the decision needs it.
 func (m *Machine) step() {
-	m.view = m.env.health.View()
-	m.lastResort, m.nclaimsLost = -1, 0
+	if a := m.env.actor; a != nil {
+		m.view = view{snap: a.Snapshot()}
+	} else {
+		m.view = view{other: m.env.health.View()}
+	}
 	if !m.virtual {
 		m.haveNow = false
 	}
 }
+
+// newDecision clears what one choosing decision notes about its
+// candidates.
+func (m *Machine) newDecision() { m.lastResort, m.nclaimsLost = 0, 0 }
 
 // logDebug logs a request-path event with the request's id. Callers check
 // m.env.debug first, so that a disabled level costs a bool test.
@@ -300,7 +317,7 @@ func (m *Machine) take(t int, a avail, st health.Status) bool {
 		until := now + int64(m.env.claimFor[t])
 		if m.view.Claim(st.EjectedID, now, until) {
 			m.releaseProbe() // one claim at a time
-			m.probeID, m.probeUntil, m.probeTarget = st.EjectedID+1, until, t
+			m.probeID, m.probeUntil, m.probeTarget = int32(st.EjectedID+1), until, int32(t)
 			if m.env.hooks.Probe != nil {
 				m.env.hooks.Probe(m.name(t))
 			}
@@ -309,7 +326,7 @@ func (m *Machine) take(t int, a avail, st health.Status) bool {
 			}
 			return true
 		}
-		if m.nclaimsLost < len(m.claimsLost) {
+		if int(m.nclaimsLost) < len(m.claimsLost) {
 			m.claimsLost[m.nclaimsLost] = int32(t)
 			m.nclaimsLost++
 		}
@@ -319,7 +336,7 @@ func (m *Machine) take(t int, a avail, st health.Status) bool {
 }
 
 func (m *Machine) claimLost(t int) bool {
-	for i := range m.nclaimsLost {
+	for i := range int(m.nclaimsLost) {
 		if int(m.claimsLost[i]) == t {
 			return true
 		}
@@ -330,10 +347,10 @@ func (m *Machine) claimLost(t int) bool {
 // noteEjected records a candidate skipped as ejected: for the exhaustion,
 // and as the decision's last resort if its ejection ends first.
 func (m *Machine) noteEjected(t int, st health.Status) {
-	if m.lastResort < 0 || st.EjectedUntil < m.lastResortUntil {
-		m.lastResort, m.lastResortUntil = t, st.EjectedUntil
+	if m.lastResort == 0 || st.EjectedUntil < m.lastResortUntil {
+		m.lastResort, m.lastResortUntil = int32(t+1), st.EjectedUntil
 	}
-	for i := 0; i < m.nejected && i < len(m.ejected); i++ {
+	for i := 0; i < int(m.nejected) && i < len(m.ejected); i++ {
 		if int(m.ejected[i]) == t {
 			return
 		}
@@ -343,7 +360,7 @@ func (m *Machine) noteEjected(t int, st health.Status) {
 			return
 		}
 	}
-	if m.nejected < len(m.ejected) {
+	if int(m.nejected) < len(m.ejected) {
 		m.ejected[m.nejected] = int32(t)
 	} else {
 		m.ejected2 = append(m.ejected2, int32(t))
@@ -357,7 +374,7 @@ func (m *Machine) noteEjected(t int, st health.Status) {
 // releaseProbe gives up a probe claim this request holds but will not use.
 func (m *Machine) releaseProbe() {
 	if m.probeID != 0 {
-		m.view.Release(m.probeID-1, m.probeUntil)
+		m.view.Release(int(m.probeID-1), m.probeUntil)
 		m.probeID = 0
 	}
 }
@@ -369,7 +386,7 @@ func (m *Machine) releaseProbe() {
 // so that a healthy success sends nothing.
 func (m *Machine) passive(t int, o *policy.Outcome, failure bool) {
 	id := m.env.ejID[t]
-	probe := m.probeID != 0 && m.probeTarget == t
+	probe := m.probeID != 0 && int(m.probeTarget) == t
 	if probe {
 		m.probeID = 0 // the outcome decides; the claim is spent
 	}
@@ -407,7 +424,10 @@ func countsAsFailure(o *policy.Outcome, hinted bool) bool {
 // default strategy.
 func (m *Machine) Start() Step {
 	m.step()
-	if m.rules != nil {
+	if m.rules != nil && (!m.view.Clear(m.primary) || m.facts.n > 0) {
+		// Clear is the fast path: nothing has ever blocked, ejected or
+		// suspected the primary, so it is available without a clock read.
+		m.newDecision()
 		switch a, st := m.availability(m.primary); a {
 		case availBlocked:
 			m.skip(m.primary, st)
@@ -443,7 +463,8 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	if t != m.primary {
 		m.moved = true
 	}
-	m.shard.count(t, countAttempts)
+	// The attempt is counted when it ends, as a success or a failure:
+	// attempts are their sum, which spares every request an atomic add.
 	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
 
@@ -468,7 +489,9 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
-		if m.env.ejID[t] >= 0 {
+		// Passive health hears of a success only when it matters: a
+		// probe, or a target with a streak or an ejection (not Clear).
+		if m.env.ejID[t] >= 0 && (m.probeID != 0 || !m.view.Clear(t)) {
 			hinted := false
 			if o.Status == 429 && o.Err == nil {
 				hinted = policy.ParseRetryAfter(429, o.Header, time.Unix(0, m.now()), time.Hour).Wait > 0
@@ -489,13 +512,14 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	} else if l := m.rules.Latency; l != nil {
 		rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
 	}
-	probed := m.probeID != 0 && m.probeTarget == t
+	probed := m.probeID != 0 && int(m.probeTarget) == t
 	m.passive(t, o, countsAsFailure(o, m.hinted))
 	m.record(rec)
 	if m.env.debug {
 		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
 	}
 	act, key := m.rules.Resolve(class, o.Status)
+	m.newDecision()
 	m.curFails++
 	if o.NoSameTarget || o.NoSameProvider || probed {
 		// A failed probe is the target's answer to "are you back?":
@@ -550,7 +574,8 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	m.shard.count(t, countFailures)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		m.releaseProbe() // the caller gave up: the attempt tells nothing
-		return Step{Kind: StepAbort, Cause: err}
+		m.cause = err
+		return Step{Kind: StepAbort}
 	}
 	m.passive(t, o, true) // it did not answer within the request's time
 	m.record(FailedAttempt{Target: m.name(t), Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
@@ -560,18 +585,18 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 // Interrupt ends the request before the attempt the last step decided
 // could be made: its context ended during the wait or just before the
 // attempt (err is the context's error), or the engine closed (ErrClosed).
-// The attempt is not counted. A deadline exhausts the request
+// The attempt is not made, so it is not counted. A deadline exhausts the request
 // (ReasonDeadline) when the target has a retry policy, so that a deadline
 // ends a request the same way whether it struck during a wait or during an
 // attempt; anything else aborts with err.
 func (m *Machine) Interrupt(err error) Step {
 	m.step()
-	m.shard.add(m.current, countAttempts, -1)
 	m.releaseProbe()
 	if m.rules != nil && errors.Is(err, context.DeadlineExceeded) {
 		return m.fail(ReasonDeadline, false)
 	}
-	return Step{Kind: StepAbort, Cause: err}
+	m.cause = err
+	return Step{Kind: StepAbort}
 }
 
 func (m *Machine) record(r FailedAttempt) {
@@ -584,23 +609,24 @@ func (m *Machine) record(r FailedAttempt) {
 }
 
 func (m *Machine) count(k policy.Key) int {
-	for i := 0; i < m.nkeys && i < len(m.keys); i++ {
-		if m.keys[i].key == k {
+	k32 := int32(k)
+	for i := 0; i < int(m.nkeys) && i < len(m.keys); i++ {
+		if m.keys[i].key == k32 {
 			m.keys[i].n++
-			return m.keys[i].n
+			return int(m.keys[i].n)
 		}
 	}
 	for i := range m.keys2 {
-		if m.keys2[i].key == k {
+		if m.keys2[i].key == k32 {
 			m.keys2[i].n++
-			return m.keys2[i].n
+			return int(m.keys2[i].n)
 		}
 	}
-	if m.nkeys < len(m.keys) {
-		m.keys[m.nkeys] = keyCount{k, 1}
+	if int(m.nkeys) < len(m.keys) {
+		m.keys[m.nkeys] = keyCount{k32, 1}
 		m.nkeys++
 	} else {
-		m.keys2 = append(m.keys2, keyCount{k, 1})
+		m.keys2 = append(m.keys2, keyCount{k32, 1})
 	}
 	return 1
 }
@@ -766,7 +792,7 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 	if t := m.pick(s, pp); t >= 0 {
 		return t, 0, -1, ""
 	}
-	if t := m.lastResort; t >= 0 && m.attempts == 0 {
+	if t := int(m.lastResort) - 1; t >= 0 && m.attempts == 0 {
 		// Every candidate is ejected, before the request made any attempt:
 		// ejection is the engine's own guess, so rather than fail on it
 		// the request tries the one whose ejection ends first (Retry-After
@@ -948,7 +974,7 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 	}
 	if m.nejected > 0 {
 		err.Ejected = make([]string, 0, m.nejected)
-		for i := 0; i < m.nejected && i < len(m.ejected); i++ {
+		for i := 0; i < int(m.nejected) && i < len(m.ejected); i++ {
 			err.Ejected = append(err.Ejected, m.name(int(m.ejected[i])))
 		}
 		for _, t := range m.ejected2 {

@@ -22,13 +22,15 @@ import (
 type shard struct {
 	begun  atomic.Int64
 	ended  atomic.Int64
-	counts []atomic.Int64 // per target: attempts, successes, failures
+	counts []atomic.Int64 // per target: successes, failures
 	_      [128 - 40]byte
 }
 
+// An attempt is counted once, when it ends, as a success (its answer was
+// delivered) or a failure; the attempts of a target are the sum of the
+// two, so no request pays an atomic add for the attempt itself.
 const (
-	countAttempts = iota
-	countSuccesses
+	countSuccesses = iota
 	countFailures
 	countKinds
 )
@@ -47,8 +49,10 @@ func (s *shard) add(t, kind int, d int64) {
 }
 
 // Counts are the attempts, successes and failures of one target since New.
-// An answer that failed after it was committed (a stream cut mid-way)
-// counts as a failure, not as a success.
+// Every attempt made ends as one of the two: a success when its answer was
+// delivered, a failure otherwise; an answer that failed after it was
+// committed (a stream cut mid-way) counts as a failure, not as a success.
+// Attempts is their sum, so an attempt still running is not counted yet.
 type Counts struct {
 	Attempts, Successes, Failures int64
 }
@@ -63,10 +67,10 @@ func (e *Engine) Counts(target string) Counts {
 	}
 	for i := range e.shards {
 		s := &e.shards[i]
-		c.Attempts += s.counts[t*countKinds+countAttempts].Load()
 		c.Successes += s.counts[t*countKinds+countSuccesses].Load()
 		c.Failures += s.counts[t*countKinds+countFailures].Load()
 	}
+	c.Attempts = c.Successes + c.Failures
 	return c
 }
 
