@@ -38,6 +38,10 @@ type View interface {
 	// gives up such a claim.
 	Claim(id int, now, until int64) bool
 	Release(id int, until int64)
+	// Attention reports that a success of identifier id must be reported:
+	// it has a failure streak or an ejection, or failure reports not
+	// applied yet.
+	Attention(id int) bool
 }
 
 type actorHealth struct{ a *health.Actor }
@@ -85,6 +89,7 @@ func (v stateView) Lookup(t int, now int64) health.Status { return v.s.Lookup(t,
 func (v stateView) Clear(int) bool                        { return false }
 func (v stateView) Claim(id int, now, until int64) bool   { return v.s.Claim(id, now, until) }
 func (v stateView) Release(id int, _ int64)               { v.s.Release(id) }
+func (v stateView) Attention(id int) bool                 { return v.s.Suspect(id) }
 
 // view is what a Machine reads during one decision: the health actor's
 // snapshot, read through concrete calls the compiler inlines (the success
@@ -113,6 +118,13 @@ func (v *view) Claim(id int, now, until int64) bool {
 		return v.other.Claim(id, now, until)
 	}
 	return v.snap.Claim(id, now, until)
+}
+
+func (v *view) Attention(id int) bool {
+	if v.other != nil {
+		return v.other.Attention(id)
+	}
+	return v.snap.Attention(id)
 }
 
 func (v *view) Release(id int, until int64) {

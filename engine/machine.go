@@ -106,7 +106,11 @@ type Machine struct {
 	probeID     int32
 	probeTarget int32
 	probeUntil  int64
-	hinted      bool // the last failed answer carried a usable retry hint
+	// heldID is 1 + the identifier of a failure passive holds back while
+	// the request retries the same target (0: none), stamped heldAt.
+	heldID int32
+	heldAt int64
+	hinted bool // the last failed answer carried a usable retry hint
 	// lastResort is 1 + the most promising ejected candidate of the
 	// current decision (the one whose ejection ends first), 0 none: a
 	// request whose every candidate is ejected still tries it. It and
@@ -382,8 +386,9 @@ func (m *Machine) releaseProbe() {
 // passive reports the outcome of the attempt to target t to passive
 // health: every failure that counts (a 5xx, a timeout or transport error,
 // a 429 without a usable hint); a success only when the target is suspect
-// (a streak to reset, an ejection to end) or this attempt was its probe,
-// so that a healthy success sends nothing.
+// (a streak to reset, an ejection to end, or failures reported and not yet
+// applied) or this attempt was its probe, so that a healthy success sends
+// nothing.
 func (m *Machine) passive(t int, o *policy.Outcome, failure bool) {
 	id := m.env.ejID[t]
 	probe := m.probeID != 0 && int(m.probeTarget) == t
@@ -394,11 +399,36 @@ func (m *Machine) passive(t int, o *policy.Outcome, failure bool) {
 		return
 	}
 	if failure {
-		m.env.health.ReportFailure(int(id), m.now())
+		// Held back while the request retries the same target: if that
+		// retry succeeds, the pair nets to the success alone (the streak
+		// is reset either way), and a target that fails once per request
+		// costs no report at all. Any other next step reports it at once.
+		m.flushFailure()
+		m.heldID, m.heldAt = id+1, m.now()
 		return
 	}
-	if probe || (!m.view.Clear(t) && m.view.Lookup(t, 0).Suspect) {
+	if m.heldID == id+1 {
+		m.heldID = 0 // this success comes after it, and resets the streak anyway
+	}
+	if probe || m.view.Attention(int(id)) {
 		m.env.health.ReportSuccess(int(id), m.now())
+	}
+}
+
+// delivered tells passive health about the answer of target t that the
+// request delivers as it is: a failure (a pass-through 5xx, 429 without a
+// hint, transport error) or a success.
+func (m *Machine) delivered(t int, o *policy.Outcome) {
+	hinted := o.Status == 429 && o.Err == nil &&
+		policy.ParseRetryAfter(429, o.Header, time.Unix(0, m.now()), time.Hour).Wait > 0
+	m.passive(t, o, countsAsFailure(o, hinted))
+}
+
+// flushFailure reports the failure passive held back, if any.
+func (m *Machine) flushFailure() {
+	if m.heldID != 0 {
+		m.env.health.ReportFailure(int(m.heldID-1), m.heldAt)
+		m.heldID = 0
 	}
 }
 
@@ -471,14 +501,19 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 // Observe takes the outcome of the attempt the last step asked for and
 // decides the next step.
 func (m *Machine) Observe(o *policy.Outcome) Step {
-	m.step()
+	// The view is taken only on the failure path, which decides: a
+	// delivered answer needs none (Attention reads the actor's live words
+	// through the view of the decision that chose the target).
+	if !m.virtual {
+		m.haveNow = false
+	}
 	t := m.current
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
 	if m.env.hooks.Attempt != nil {
 		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class})
 	}
-	if class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil && m.env.hooks.Latency != nil {
+	if m.env.hooks.Latency != nil && class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil {
 		l := m.rules.Latency
 		// A stream measured in total is measured when it ends (Result.End).
 		if d := l.Measured(o); d > 0 || l.Measure != policy.MeasureTotal {
@@ -489,21 +524,22 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
-		// Passive health hears of a success only when it matters: a
-		// probe, or a target with a streak or an ejection (not Clear).
-		if m.env.ejID[t] >= 0 && (m.probeID != 0 || !m.view.Clear(t)) {
-			hinted := false
-			if o.Status == 429 && o.Err == nil {
-				hinted = policy.ParseRetryAfter(429, o.Header, time.Unix(0, m.now()), time.Hour).Wait > 0
-			}
-			m.passive(t, o, countsAsFailure(o, hinted))
+		// Passive health hears of a delivered answer only when it
+		// matters: a failure passed through as it is (no retry_policy),
+		// a failure held back for this target to cancel, a probe, or a
+		// target with a streak, an ejection or failures in flight
+		// (Attention). The test here is what every success pays.
+		if id := int(m.env.ejID[t]); id >= 0 && (o.Err != nil || o.Status >= 429 || m.heldID != 0 || m.probeID != 0 || m.view.Attention(id)) {
+			m.delivered(t, o)
 		}
+		m.flushFailure() // the request ends: nothing is held back past it
 		m.shard.count(t, countSuccesses)
 		if m.attempts > 1 && m.env.debug {
 			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
+	m.step()
 	m.shard.count(t, countFailures)
 	rec := FailedAttempt{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
 	m.hinted = false
@@ -532,7 +568,11 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if m.count(key) >= act.MaxAttempts {
 		return m.fail(ReasonMaxAttempts, false)
 	}
-	return m.next(act, t)
+	st := m.next(act, t)
+	if st.Kind != StepAttempt || st.Target != t {
+		m.flushFailure()
+	}
+	return st
 }
 
 // retryHint reads a failed answer's Retry-After (or rate-limit reset) and
@@ -578,6 +618,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 		return Step{Kind: StepAbort}
 	}
 	m.passive(t, o, true) // it did not answer within the request's time
+	m.flushFailure()
 	m.record(FailedAttempt{Target: m.name(t), Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
 	return m.fail(ReasonDeadline, false)
 }
@@ -592,6 +633,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 func (m *Machine) Interrupt(err error) Step {
 	m.step()
 	m.releaseProbe()
+	m.flushFailure()
 	if m.rules != nil && errors.Is(err, context.DeadlineExceeded) {
 		return m.fail(ReasonDeadline, false)
 	}
@@ -997,6 +1039,7 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 // max_retrying_requests slot) and, for a Machine begun with Begin, counts
 // the request as ended. Call it once when the request ends.
 func (m *Machine) Finish() {
+	m.flushFailure()
 	if m.retrying {
 		m.env.retrying.Add(-1)
 		m.retrying = false

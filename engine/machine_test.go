@@ -255,6 +255,7 @@ func (h *recordingHealth) ReportFailure(int, int64) bool { return true }
 func (h *recordingHealth) ReportSuccess(int, int64) bool { return true }
 func (v recordingView) Claim(int, int64, int64) bool     { return false }
 func (v recordingView) Release(int, int64)               {}
+func (v recordingView) Attention(int) bool               { return false }
 func (v recordingView) Lookup(int, int64) health.Status {
 	v.h.reads = append(v.h.reads, v.gen)
 	return health.Status{}

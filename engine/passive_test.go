@@ -251,3 +251,34 @@ func TestPassiveHealthNeverAllDown(t *testing.T) {
 		}
 	})
 }
+
+// A target that fails every other attempt is never ejected, however fast
+// the requests come: its successes reset the streak even when they arrive
+// before the actor has applied the failure before them (Failing), and
+// when a burst coalesces both kinds into one pending slot.
+func TestPassiveHealthAlternatingNeverEjects(t *testing.T) {
+	e := mustEngine(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy: {default_strategy: same_model, default_max_attempts: 3}
+engine: {retry_budget: {enabled: false}}
+`)
+	ctx := testContext(t)
+	call := func(_ context.Context, a Attempt) policy.Outcome {
+		if a.Number == 1 {
+			return policy.Outcome{Status: 503}
+		}
+		return policy.Outcome{Status: 200}
+	}
+	for i := range 100_000 {
+		if _, err := e.Do(ctx, gpt, call); err != nil {
+			t.Fatalf("request %d: %v (coalesced %d)", i+1, err, e.Actor().Coalesced())
+		}
+	}
+	if err := e.Actor().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Actor().Snapshot().Lookup(0, 0); st.Ejected {
+		t.Fatalf("ejected: %+v", st)
+	}
+}

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"runtime"
@@ -52,12 +53,28 @@ type Actor struct {
 	// is ejected again (the new ejection's end, so that a claimer reading
 	// an older snapshot cannot claim) or recovers (0).
 	probes []atomic.Int64
-	_      [128]byte
+	// attention[id] is nonzero while a success of id must be reported:
+	// its failure reports not applied yet, plus attentionBit while the
+	// State has a streak or an ejection for id. The request path reads
+	// this one word instead of the snapshot, which shows a streak only
+	// once the actor has applied the failure and published. Reporters add
+	// their failures; only the actor takes them off, after publishing, and
+	// it sets the bit before it takes off the failure that began the
+	// streak, so the word is never 0 while a success matters.
+	attention []atomic.Int32
+	suspect   []bool // actor-owned: whether attentionBit is set for id
+	_         [128]byte
 
 	// Owned by the loop goroutine.
-	state     *State
-	spare     [][]report // one empty buffer per stripe, swapped in by take
-	changes   []change   // transitions of the batch being applied, for logging and onBlock
+	state   *State
+	spare   [][]report // one empty buffer per stripe, swapped in by take
+	changes []change   // transitions of the batch being applied, for logging and onBlock
+	// settled are the failure reports of the batch being applied, taken
+	// off attention only after the batch is applied and published.
+	settled []settle
+	// outcomes gathers a drain's passive-health reports to apply them in
+	// time order; reused.
+	outcomes  []report
 	clock     clock.Clock
 	log       *zap.Logger
 	onBlock   func(name string, kind Kind, d time.Duration)
@@ -75,6 +92,11 @@ type Actor struct {
 	// published counts snapshots published after New; read by tests once
 	// the loop has stopped.
 	published uint64
+}
+
+type settle struct {
+	id int32
+	n  int32
 }
 
 type query uint8
@@ -134,6 +156,8 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 		onEject:   o.onEject,
 		onRecover: o.onRecover,
 		probes:    make([]atomic.Int64, c.NumIDs()),
+		attention: make([]atomic.Int32, c.NumIDs()),
+		suspect:   make([]bool, c.NumIDs()),
 		interval:  o.interval,
 		rest:      o.rest,
 	}
@@ -247,6 +271,7 @@ func (a *Actor) outcome(id int, at int64, failure bool) bool {
 	kind := kindSuccess
 	if failure {
 		kind = kindFailure
+		a.attention[id].Add(1)
 	}
 	h := hint()
 	switch a.reports.putAt(h, report{at: at, id: int32(id), minTriggers: kind}) {
@@ -257,6 +282,9 @@ func (a *Actor) outcome(id int, at int64, failure bool) bool {
 			a.reports.ring()
 			return true
 		}
+	}
+	if failure {
+		a.attention[id].Add(-1)
 	}
 	return false
 }
@@ -376,10 +404,26 @@ func (a *Actor) drain(final bool) (n int) {
 			continue
 		}
 		for j := range batch {
+			if batch[j].minTriggers < 0 {
+				a.outcomes = append(a.outcomes, batch[j])
+				continue
+			}
 			changed = a.apply(&batch[j], track) || changed
 		}
 		n += len(batch)
 		a.spare[i] = batch[:0]
+	}
+	// Passive-health outcomes in the order they happened, across stripes:
+	// a streak is about order, and the stripes of two cores interleave
+	// (measured: a target failing every other attempt was ejected when
+	// one stripe's five failures were applied before the other stripe's
+	// successes between them). Blocks and latency events need no order.
+	if len(a.outcomes) > 0 {
+		slices.SortStableFunc(a.outcomes, func(x, y report) int { return cmp.Compare(x.at, y.at) })
+		for j := range a.outcomes {
+			changed = a.apply(&a.outcomes[j], track) || changed
+		}
+		a.outcomes = a.outcomes[:0]
 	}
 	// After the stripes: a final drain closes the table only once no stripe
 	// accepts any more, and a reporter whose stripe refused as full is
@@ -393,6 +437,10 @@ func (a *Actor) drain(final bool) (n int) {
 		a.publish()
 		a.logChanges()
 	}
+	for _, st := range a.settled {
+		a.attention[st.id].Add(-st.n)
+	}
+	a.settled = a.settled[:0]
 	return n
 }
 
@@ -420,16 +468,29 @@ func (a *Actor) applyPending(g *pendingGen, track bool) (changed bool, n int) {
 			n++
 			succ := report{at: sAt, id: int32(id), minTriggers: kindSuccess}
 			fail := report{at: fAt, id: int32(id), minTriggers: kindFailure}
-			// The later kind is applied last: it is what the streak
-			// and the breaker are left in.
-			if s != 0 && (f == 0 || sAt < fAt) {
+			// Coalescing keeps the counts and the latest time of each
+			// kind, not their order. Failures alone are that many in a
+			// row. With successes too, only the tail is known: a success
+			// last leaves no streak; a failure last, a streak of at
+			// least one. Applying fewer failures than were reported is
+			// the safe side: an ejection is the engine's own guess.
+			applied := 0
+			switch {
+			case s == 0:
+				applied = min(int(f), a.state.maxConsecutive(id))
+			case f != 0 && fAt > sAt:
+				changed = a.apply(&succ, track) || changed
+				applied = 1
+			default:
 				changed = a.apply(&succ, track) || changed
 			}
-			for range min(int(f), a.state.maxConsecutive(id)) {
+			for range applied {
 				changed = a.apply(&fail, track) || changed
 			}
-			if s != 0 && f != 0 && sAt >= fAt {
-				changed = a.apply(&succ, track) || changed
+			// apply settles one failure per failure it applies; the
+			// others coalesced here are settled as well.
+			if extra := int(f) - applied; extra > 0 {
+				a.settled = append(a.settled, settle{int32(id), int32(extra)})
 			}
 		}
 		rule := sl.rule.Load()
@@ -469,7 +530,7 @@ func (a *Actor) applyPending(g *pendingGen, track bool) (changed bool, n int) {
 // publish stores a new snapshot of the state for readers.
 func (a *Actor) publish() {
 	snap := a.state.Snapshot()
-	snap.probes = a.probes
+	snap.probes, snap.attention = a.probes, a.attention
 	a.snap.Store(snap)
 	a.published++
 }
@@ -508,6 +569,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 	}
 	e := &s.ej[id]
 	wasSuspect := e.streak > 0 || e.ejections > 0
+	defer a.markSuspect(id)
 	if r.minTriggers == kindSuccess {
 		if s.Success(id, r.at) {
 			a.probes[id].Store(0)
@@ -518,6 +580,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 		}
 		return wasSuspect
 	}
+	a.settled = append(a.settled, settle{int32(id), 1})
 	prev := e.until
 	ejected, until := s.Failure(id, r.at)
 	if ejected {
@@ -530,6 +593,23 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 		return true
 	}
 	return !wasSuspect && e.streak > 0
+}
+
+// attentionBit marks, in attention[id], that the State has a streak or an
+// ejection for id; below it count the failure reports not applied yet.
+const attentionBit = 1 << 24
+
+// markSuspect sets or clears id's attention bit to match the State.
+func (a *Actor) markSuspect(id int) {
+	e := &a.state.ej[id]
+	if now := e.streak > 0 || e.ejections > 0; now != a.suspect[id] {
+		a.suspect[id] = now
+		if now {
+			a.attention[id].Add(attentionBit)
+		} else {
+			a.attention[id].Add(-attentionBit)
+		}
+	}
 }
 
 // logChanges logs the transitions collected by apply and calls onBlock for

@@ -22,12 +22,19 @@ import (
 // publication. Who may probe a half-open identifier is decided outside
 // the State, lock-free (see Probes); claim is the State's own record of it
 // for single-goroutine use (the simulator).
+//
+// Reports from concurrent requests reach the State out of order (they sit
+// in different stripes), so each carries its time: a failure older than
+// the latest success applied is stale and does not count, and a success
+// older than the latest failure leaves a streak of one behind.
 type ejection struct {
 	rule      *policy.EjectionRule // nil: passive health is off for this identifier
 	streak    int32                // failures in a row since the last success
 	ejections int32                // consecutive ejections; 0 = healthy
 	until     int64                // end of the current ejection (unix ns)
 	claim     int64                // the probe's claim runs until then (single-goroutine use)
+	lastFail  int64                // time of the latest failure counted
+	lastOK    int64                // time of the latest success applied
 }
 
 // ejectionRules gives each identifier its rule: a target its own when its
@@ -87,6 +94,10 @@ func (s *State) Failure(id int, now int64) (ejected bool, until int64) {
 		e.until, e.claim = addSat(now, cooldown(e.rule, e.ejections, id, now)), 0
 		return true, e.until
 	}
+	if now < e.lastOK {
+		return false, 0 // older than a success already applied
+	}
+	e.lastFail = max(e.lastFail, now)
 	e.streak++
 	if int(e.streak) < e.rule.Consecutive {
 		return false, 0
@@ -105,7 +116,13 @@ func (s *State) Success(id int, now int64) (recovered bool) {
 		return false
 	}
 	e := &s.ej[id]
-	e.streak = 0
+	e.lastOK = max(e.lastOK, now)
+	switch {
+	case now >= e.lastFail:
+		e.streak = 0
+	case e.streak > 0:
+		e.streak = 1 // a failure came after this success
+	}
 	if e.ejections == 0 || now < e.until {
 		return false
 	}
@@ -175,4 +192,14 @@ func (s *State) maxConsecutive(id int) int {
 		return max(s.ej[id].rule.Consecutive, 1)
 	}
 	return 1
+}
+
+// Suspect reports whether id has a failure streak or an ejection: a
+// success of id then matters to passive health.
+func (s *State) Suspect(id int) bool {
+	if uint(id) >= uint(len(s.ej)) {
+		return false
+	}
+	e := &s.ej[id]
+	return e.streak > 0 || e.ejections > 0
 }

@@ -125,7 +125,12 @@ func TestEjectionTransitions(t *testing.T) {
 	if st := s.Lookup(tGPT4o, until); st.Ejected || st.Suspect || !s.Snapshot().Clear(tGPT4o) {
 		t.Fatalf("after recovery: %+v", st)
 	}
-	// A fresh ejection starts from the base cooldown again.
+	// A fresh ejection starts from the base cooldown again. (Failures
+	// stamped before the success are stale and would not count.)
+	if ej, _ := s.Failure(tGPT4o, until-sec); ej || s.Lookup(tGPT4o, until).Suspect {
+		t.Fatal("a failure older than the latest success counted")
+	}
+	now = until
 	for range 3 {
 		ej, until = s.Failure(tGPT4o, now)
 	}

@@ -32,6 +32,8 @@ type refEject struct {
 	failures int
 	ejected  []int64 // end of each consecutive ejection; empty = healthy
 	claim    int64
+	fails    []int64 // times of every failure counted
+	okAt     int64   // latest success
 }
 
 type refKey struct {
@@ -84,6 +86,10 @@ func (m *refModel) failure(id int, now int64) (bool, int64) {
 		e.ejected, e.claim = append(e.ejected, u), 0
 		return true, u
 	}
+	if now < e.okAt {
+		return false, 0
+	}
+	e.fails = append(e.fails, now)
 	e.failures++
 	if e.failures < e.rule.Consecutive {
 		return false, 0
@@ -98,7 +104,13 @@ func (m *refModel) success(id int, now int64) bool {
 	if e == nil {
 		return false
 	}
-	e.failures = 0
+	e.okAt = max(e.okAt, now)
+	later := len(e.fails) > 0 && slices.Max(e.fails) > now // every failure ever counted
+	if !later {
+		e.failures = 0
+	} else if e.failures > 0 {
+		e.failures = 1
+	}
 	if n := len(e.ejected); n == 0 || now < e.ejected[n-1] {
 		return false
 	}

@@ -74,6 +74,18 @@ type Snapshot struct {
 	// probes are the actor's probe claims, shared by all its snapshots
 	// (see Claim); nil in a snapshot not published by an actor.
 	probes []atomic.Int64
+	// attention is the actor's word per identifier saying a success must
+	// be reported (see Attention), shared likewise.
+	attention []atomic.Int32
+}
+
+// Attention reports whether a success of identifier id must be reported
+// to passive health now: id has a failure streak or an ejection, or
+// failure reports the actor has not applied yet. It reads the actor's
+// live word, not this snapshot's picture, so it is never late. One atomic
+// load. A snapshot not published by an actor says false.
+func (s *Snapshot) Attention(id int) bool {
+	return s != nil && uint(id) < uint(len(s.attention)) && s.attention[id].Load() != 0
 }
 
 // Claim tries to make the caller the one probe of identifier id, which
