@@ -123,6 +123,11 @@ type result struct {
 
 func (o outage) run(t *testing.T) {
 	const primaryName, fallbackName = "openai/gpt-4o", "anthropic/claude-3-5-sonnet"
+	if o.outage%o.spacing != 0 {
+		// The recovery bound below counts on a request being sent at
+		// the recovery and none in the spacing before it.
+		t.Fatalf("outage %v is not a whole number of spacings %v", o.outage, o.spacing)
+	}
 	maxCooldown := o.maxCooldown
 	if maxCooldown == 0 {
 		maxCooldown = policy.DefaultMaxCooldown
@@ -291,10 +296,13 @@ model_providers:
 	// The health actor's account: one ejection, one more for each
 	// failed probe, each at most max_cooldown long, and one recovery.
 	var ejected, again, recovered int
+	var account []string
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var e struct {
-			Msg, ID  string
-			Duration float64 // seconds
+			Msg, ID   string
+			Ejections int
+			TS        float64 // seconds
+			Duration  float64 // seconds
 		}
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("log line is not JSON: %q", line)
@@ -307,6 +315,12 @@ model_providers:
 		if e.ID != primaryName {
 			t.Errorf("the health actor logged %s", line)
 		}
+		at := time.Duration(e.TS*float64(time.Second)) - time.Duration(start.UnixNano())
+		entry := fmt.Sprintf("%v %s", at.Round(time.Millisecond), e.Msg)
+		if e.Ejections > 0 {
+			entry += fmt.Sprintf(" (ejection %d, for %v)", e.Ejections, time.Duration(e.Duration*float64(time.Second)).Round(time.Millisecond))
+		}
+		account = append(account, entry)
 		switch e.Msg {
 		case "target ejected":
 			ejected++
@@ -319,6 +333,7 @@ model_providers:
 			t.Errorf("ejected for %v, more than max_cooldown %v: %s", d, maxCooldown, line)
 		}
 	}
+	t.Logf("the health actor:\n%s", strings.Join(account, "\n"))
 	if ejected != 1 || again != probes || recovered != 1 {
 		t.Errorf(`logged "target ejected" %d times, "target ejected again" %d, "target recovered" %d; want 1, %d (the failed probes), 1`,
 			ejected, again, recovered, probes)
