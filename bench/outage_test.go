@@ -64,27 +64,12 @@ func TestOutageWindows(t *testing.T) {
 					d.target, d.from, d.to, time.Duration(s.width), time.Duration(lo), time.Duration(hi), arrived, got, after, since, want, time.Duration(ejectedUntil).Round(time.Millisecond))
 				atMost(t, "attempts to the target from its first ejection to its recovery, per second", float64(after)/(d.to-since).Seconds(), 2)
 			}
-			// The primary takes the traffic back: the first bucket after
-			// its recovery where it gets most of the attempts.
+			// The primary takes the traffic back: the first whole second
+			// after its recovery in which it gets 90 % of the attempts
+			// (recoveredAt, as TestSamplesBehave measures it).
 			d := tt.down[0]
-			back := time.Duration(-1)
-			for b := int(int64(d.to) / s.width); b < len(s.arrivals); b++ {
-				var all, p int64
-				for i, name := range r.scenario.Targets {
-					all += s.attempts[b*s.nt+i]
-					if name == gpt {
-						p = s.attempts[b*s.nt+i]
-					}
-				}
-				if all > 0 && 2*p > all {
-					back = time.Duration(int64(b) * s.width)
-					break
-				}
-			}
-			t.Logf("the primary, healthy again at %v, gets most attempts from the bucket starting at %v", d.to, back)
-			if back < 0 {
-				t.Fatalf("the primary never took the traffic back")
-			}
+			back := recoveredAt(r, gpt, d.to)
+			t.Logf("the primary, healthy again at %v, first gets 90 %% of a second's attempts in the second from %v", d.to, back)
 			// At worst a probe has just failed when it recovers: it is then
 			// ejected for up to max_cooldown (30 s by default).
 			atMost(t, "seconds from recovery to the primary serving", (back - d.to).Seconds(), 31)
