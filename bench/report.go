@@ -212,7 +212,24 @@ const (
 	colFailed  = "#e15759"
 	colRA      = "#f28e2b"
 	colLatency = "#b07aa1"
+	colEjected = "#4e79a7"
 )
+
+// blockLook returns the colour and the hover label of a block of kind k in
+// the timeline's blocks lane. Orange, purple and blue are far apart for
+// most colour-blind readers too, and none of them is a phase's colour (red,
+// yellow, grey), so a block never reads as an answer.
+func blockLook(k health.Kind) (color, label string) {
+	switch k {
+	case health.Latency:
+		return colLatency, "latency block"
+	case health.Ejected:
+		return colEjected, "ejected"
+	case health.RetryAfter:
+		return colRA, "Retry-After block"
+	}
+	return "#8c959f", k.String()
+}
 
 // chart draws one x-y chart over scenario time.
 type chart struct {
@@ -499,6 +516,7 @@ func timelineChart(d *chartData) string {
 		{label: "hang / reset", color: "#57606a", area: true},
 		{label: "Retry-After block", color: colRA, area: true},
 		{label: "latency block", color: colLatency, area: true},
+		{label: "ejected", color: colEjected, area: true},
 	})
 	top := c.mt
 	bottom := c.h - c.mb
@@ -541,17 +559,14 @@ func timelineChart(d *chartData) string {
 		// The blocks lane.
 		fmt.Fprintf(&c.b, `<rect x="%g" y="%g" width="%.1f" height="10" fill="#f6f8fa"/>`, c.ml, y+32, c.x(c.xmax)-c.ml)
 		for _, s := range r.spans {
-			color := colRA
-			if s.Kind == health.Latency {
-				color = colLatency
-			}
+			color, label := blockLook(s.Kind)
 			x0 := c.x(math.Min(float64(s.From)/1e9, c.xmax))
 			x1 := c.x(math.Min(float64(s.To)/1e9, c.xmax))
-			fmt.Fprintf(&c.b, `<rect x="%.1f" y="%g" width="%.1f" height="10" fill="%s" fill-opacity="0.9"><title>%s block %s–%s</title></rect>`,
-				x0, y+32, math.Max(x1-x0, 1), color, esc(s.Kind.String()), fmtSec(round(float64(s.From)/1e9, 1)), fmtSec(round(float64(s.To)/1e9, 1)))
+			fmt.Fprintf(&c.b, `<rect x="%.1f" y="%g" width="%.1f" height="10" fill="%s" fill-opacity="0.9"><title>%s %s–%s</title></rect>`,
+				x0, y+32, math.Max(x1-x0, 1), color, esc(label), fmtSec(round(float64(s.From)/1e9, 1)), fmtSec(round(float64(s.To)/1e9, 1)))
 		}
 	}
-	note := "Each target's upstream lane shows the scenario's phases (stronger colour: a larger share of attempts affected); the blocks lane shows when the shared health state blocked it."
+	note := "Each target's upstream lane shows the scenario's phases (stronger colour: a larger share of attempts affected); the blocks lane shows when the shared health state blocked it: a Retry-After block, a latency block, or an ejection by passive health after consecutive failures."
 	if d.r.Policy != PolicyReroute {
 		note += " A baseline keeps no blocks."
 	}
