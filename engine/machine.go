@@ -873,7 +873,8 @@ const (
 )
 
 // pick is the random pick: a target drawn uniformly among those the
-// strategy allows that are neither tried nor blocked, or -1.
+// strategy and unlisted_failover allow that are neither tried nor blocked,
+// or -1.
 //
 // With few candidates it counts the eligible ones and draws the k-th, two
 // passes over the decision's one view, so both passes agree. With many it
@@ -887,7 +888,13 @@ func (m *Machine) pick(s policy.Strategy, pp int) int {
 	c := m.env.c
 	var pool []int // nil: every target
 	n := c.NumTargets()
-	if s == policy.SameProvider {
+	switch {
+	case m.rules.Unlisted == policy.UnlistedNone:
+		return -1 // only the listed fallbacks
+	case m.rules.Unlisted == policy.UnlistedSameModel:
+		pool = c.Peers[m.primary] // the same model name; matches sorts out the providers
+		n = len(pool)
+	case s == policy.SameProvider:
 		pool = c.Members[pp]
 		n = len(pool)
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -363,5 +364,54 @@ model_providers:
 	}
 	if n := len(st.Err.Attempts); n != 3 {
 		t.Errorf("attempts = %d, want 3 (failures at 0, 0.6 s and 1.2 s; the budget ends at 1 s)", n)
+	}
+}
+
+// unlisted_failover decides what the random pick may choose once the
+// fallbacks are used up: any configured target (the default), the same
+// model at another provider, or nothing.
+func TestMachineUnlistedFailover(t *testing.T) {
+	cfg := func(mode string) string {
+		return `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy: {default_strategy: different_provider, default_max_attempts: 5` + mode + `}
+  - model: azure/gpt-4o
+  - model: mistral/mistral-embed
+engine: {retry_budget: {enabled: false}}
+`
+	}
+	for _, tt := range []struct {
+		mode string
+		want []string // the targets the random pick chooses, in turn
+	}{
+		{", unlisted_failover: same_model", []string{"azure/gpt-4o"}},
+		{", unlisted_failover: none", nil},
+	} {
+		v, _ := testEnv(t, cfg(tt.mode))
+		m := v.machine(t, gpt, 0)
+		m.Start()
+		var got []string
+		st := m.Observe(out(503))
+		for st.Kind == StepAttempt {
+			got = append(got, v.c.Targets[st.Target])
+			st = m.Observe(out(503))
+		}
+		if !slices.Equal(got, tt.want) || st.Kind != StepFail || st.Err.Reason != ReasonProviders {
+			t.Errorf("%s: picked %v then %+v, want %v then providers_exhausted", tt.mode, got, st, tt.want)
+		}
+	}
+	// any: both are candidates.
+	v, _ := testEnv(t, cfg(""))
+	seen := map[string]bool{}
+	for range 50 {
+		m := v.machine(t, gpt, 0)
+		m.Start()
+		if st := m.Observe(out(503)); st.Kind == StepAttempt {
+			seen[v.c.Targets[st.Target]] = true
+		}
+	}
+	if !seen["azure/gpt-4o"] || !seen["mistral/mistral-embed"] {
+		t.Errorf("any picked only %v", seen)
 	}
 }

@@ -16,6 +16,7 @@ type Compiled struct {
 	Providers  []string        // provider index → provider name
 	ProviderOf []int           // target index → provider index
 	Members    [][]int         // provider index → its target indices, ascending
+	Peers      [][]int         // target index → the other targets of the same model name, ascending
 	Models     []string        // target index → model name without its provider prefix
 	Rules      []*Rules        // target index → its retry policy; nil when it has none
 	Limits     []Limits        // target index → its per-attempt timeouts, resolved
@@ -120,6 +121,7 @@ type Rules struct {
 	RetryAfter       RetryAfterRule
 	MaxRetryDuration time.Duration // max_retry_duration_ms, the time budget; 0 = none
 	SameModelRetries int
+	Unlisted         UnlistedFailover // which targets the random pick may choose; "" is any
 
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
@@ -259,6 +261,18 @@ func compile(c *Config) *Compiled {
 		}
 	}
 	out.resolveBareNames()
+	out.Peers = make([][]int, n)
+	byModel := map[string][]int{}
+	for i, m := range out.Models {
+		byModel[m] = append(byModel[m], i)
+	}
+	for i, m := range out.Models {
+		for _, j := range byModel[m] {
+			if j != i {
+				out.Peers[i] = append(out.Peers[i], j)
+			}
+		}
+	}
 	for i, mp := range c.ModelProviders {
 		if mp.RetryPolicy != nil {
 			out.Rules[i] = compileRules(mp.RetryPolicy, out)
@@ -397,5 +411,6 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 	if rp.SameModelRetries != nil {
 		r.SameModelRetries = *rp.SameModelRetries
 	}
+	r.Unlisted = rp.UnlistedFailover
 	return r
 }

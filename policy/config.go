@@ -84,7 +84,26 @@ type RetryPolicy struct {
 	// request gets the same allowance. Absent or 0 keeps the reference
 	// meaning. Attempts remain bounded by max_attempts.
 	SameModelRetries *int `yaml:"same_model_retries,omitempty"`
+
+	// UnlistedFailover is reroute's extension that says which targets
+	// the random pick may choose once fallback_models are used up (see
+	// docs/behaviour.md#failover-order): same_model (the default) only
+	// another provider's target of the same model name (azure/gpt-4o for
+	// openai/gpt-4o); any, every configured target the strategy allows
+	// (the reference behaviour, which can answer a request for one model
+	// with an unrelated one); none, only the listed fallbacks.
+	UnlistedFailover UnlistedFailover `yaml:"unlisted_failover,omitempty"`
 }
+
+// UnlistedFailover is the value of unlisted_failover.
+type UnlistedFailover string
+
+// The values of unlisted_failover.
+const (
+	UnlistedSameModel UnlistedFailover = "same_model"
+	UnlistedAny       UnlistedFailover = "any"
+	UnlistedNone      UnlistedFailover = "none"
+)
 
 // StatusRule is one entry of on_status_codes. All three keys are required.
 type StatusRule struct {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -243,6 +245,11 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	if *rp.DefaultMaxAttempts < 0 {
 		k.errorf(p+".default_max_attempts", "must not be negative, got %d", *rp.DefaultMaxAttempts)
 	}
+	switch rp.UnlistedFailover {
+	case "", UnlistedSameModel, UnlistedAny, UnlistedNone: // "" is any, and stays unwritten
+	default:
+		k.errorf(p+".unlisted_failover", "unknown unlisted_failover %q: use same_model, any or none", rp.UnlistedFailover)
+	}
 	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
 		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
 	}
@@ -401,10 +408,109 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	k.millis(p+".max_retry_duration_ms", rp.MaxRetryDurationMs, false)
 
 	for _, s := range strategies {
-		if s.s.valid() && s.s != SameModel && !k.hasAlternative(mp.Model, s.s) {
+		if !s.s.valid() || s.s == SameModel {
+			continue
+		}
+		if listed, others := k.alternatives(mp.Model, rp, s.s); listed == 0 && len(others) == 0 {
 			k.warnf(s.path, "strategy %s needs another target, but no other configured model matches it; such failures end the request", s.s)
 		}
 	}
+}
+
+// Unlisted is a policy that may fail over to targets it does not list.
+type Unlisted struct {
+	Path    string // the policy's path, "model_providers[i].retry_policy"
+	Model   string // its primary
+	Mode    UnlistedFailover
+	Targets []string // the targets it does not list that the random pick may choose, sorted
+}
+
+// UnlistedFailovers lists the policies of a finalized c that, once their
+// fallback_models are used up, may fail over to configured targets they do
+// not list (unlisted_failover any or same_model), with those targets. A
+// gateway says so at startup: with unlisted_failover: any (the default,
+// the reference behaviour) a request for one model can be answered by an
+// unrelated one.
+func UnlistedFailovers(c *Config) []Unlisted {
+	k := &checker{cfg: c}
+	var out []Unlisted
+	for i := range c.ModelProviders {
+		mp := &c.ModelProviders[i]
+		rp := mp.RetryPolicy
+		if rp == nil {
+			continue
+		}
+		var targets []string
+		for _, s := range policyStrategies(rp) {
+			if s == SameModel {
+				continue
+			}
+			_, others := k.alternatives(mp.Model, rp, s)
+			for _, o := range others {
+				if !slices.Contains(targets, o) {
+					targets = append(targets, o)
+				}
+			}
+		}
+		if len(targets) > 0 {
+			sort.Strings(targets)
+			mode := rp.UnlistedFailover
+			if mode == "" {
+				mode = UnlistedAny
+			}
+			out = append(out, Unlisted{Path: fmt.Sprintf("model_providers[%d].retry_policy", i), Model: mp.Model, Mode: mode, Targets: targets})
+		}
+	}
+	return out
+}
+
+// policyStrategies returns every strategy a policy can resolve a failure to.
+func policyStrategies(rp *RetryPolicy) []Strategy {
+	out := []Strategy{rp.DefaultStrategy}
+	for _, e := range rp.OnStatusCodes {
+		out = append(out, e.Strategy)
+	}
+	if rp.OnTimeout != nil {
+		out = append(out, rp.OnTimeout.Strategy)
+	}
+	if rp.OnHighLatency != nil {
+		out = append(out, rp.OnHighLatency.Strategy)
+	}
+	return out
+}
+
+// alternatives returns how many of primary's fallback_models the strategy
+// allows, and the targets it does not list that the random pick may choose
+// after them under unlisted_failover.
+func (k *checker) alternatives(primary string, rp *RetryPolicy, s Strategy) (listed int, others []string) {
+	pp := ProviderOf(primary)
+	matches := func(m string) bool {
+		return m != primary && m != "" && (ProviderOf(m) == pp) == (s == SameProvider)
+	}
+	configured := map[string]bool{}
+	for _, mp := range k.cfg.ModelProviders {
+		configured[mp.Model] = true
+	}
+	for _, fb := range rp.FallbackModels {
+		if configured[fb] && matches(fb) {
+			listed++
+		}
+	}
+	if rp.UnlistedFailover == UnlistedNone {
+		return listed, nil
+	}
+	// "" is any, the default.
+	bare := strings.TrimPrefix(strings.TrimPrefix(primary, pp), "/")
+	for _, mp := range k.cfg.ModelProviders {
+		if !matches(mp.Model) || slices.Contains(rp.FallbackModels, mp.Model) {
+			continue
+		}
+		if rp.UnlistedFailover == UnlistedSameModel && strings.TrimPrefix(strings.TrimPrefix(mp.Model, ProviderOf(mp.Model)), "/") != bare {
+			continue
+		}
+		others = append(others, mp.Model)
+	}
+	return listed, others
 }
 
 type strategyAt struct {
@@ -431,22 +537,6 @@ func (k *checker) configured(model string) int {
 		}
 	}
 	return -1
-}
-
-// hasAlternative reports whether some other configured target matches the
-// strategy relative to primary.
-func (k *checker) hasAlternative(primary string, s Strategy) bool {
-	pp := ProviderOf(primary)
-	for _, mp := range k.cfg.ModelProviders {
-		if mp.Model == primary || mp.Model == "" {
-			continue
-		}
-		same := ProviderOf(mp.Model) == pp
-		if (s == SameProvider) == same {
-			return true
-		}
-	}
-	return false
 }
 
 func (k *checker) timeouts(p string, t *Timeouts) {

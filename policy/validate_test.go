@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1446,4 +1447,56 @@ engine:
 	}
 	checkProblems(t, "errors", perr.Problems, []want{{"model_providers[0].passive_health.max_cooldown", 3, "must be at most 1h0m0s (one hour), got 1h0m1s"}})
 	checkProblems(t, "warnings", warns, nil)
+}
+
+// unlisted_failover: its values, and the policies that may fail over to
+// targets they do not list.
+func TestUnlistedFailover(t *testing.T) {
+	doc := func(mode string) string {
+		return `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider` + mode + `
+  - model: anthropic/claude-3-5-sonnet
+  - model: azure/gpt-4o
+  - model: mistral/mistral-embed
+`
+	}
+	for _, tt := range []struct {
+		mode    string
+		want    []string
+		wantKey UnlistedFailover
+	}{
+		{"", []string{"azure/gpt-4o", "mistral/mistral-embed"}, UnlistedAny},
+		{"\n      unlisted_failover: any", []string{"azure/gpt-4o", "mistral/mistral-embed"}, UnlistedAny},
+		{"\n      unlisted_failover: same_model", []string{"azure/gpt-4o"}, UnlistedSameModel},
+		{"\n      unlisted_failover: none", nil, ""},
+	} {
+		cfg, _, err := Parse([]byte(doc(tt.mode)))
+		if err != nil {
+			t.Fatalf("%q: %v", tt.mode, err)
+		}
+		got := UnlistedFailovers(cfg)
+		if tt.want == nil {
+			if len(got) != 0 {
+				t.Errorf("%q: %+v, want none", tt.mode, got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0].Model != "openai/gpt-4o" || got[0].Path != "model_providers[0].retry_policy" || got[0].Mode != tt.wantKey || !slices.Equal(got[0].Targets, tt.want) {
+			t.Errorf("%q: %+v, want %v", tt.mode, got, tt.want)
+		}
+	}
+	_, _, err := Parse([]byte(doc("\n      unlisted_failover: everything")))
+	var perr *Error
+	if !errors.As(err, &perr) || !strings.Contains(err.Error(), `model_providers[0].retry_policy.unlisted_failover`) || !strings.Contains(err.Error(), `"everything"`) {
+		t.Fatalf("bad value: %v", err)
+	}
+	// With none and no fallback that matches, the strategy has nowhere to go.
+	_, warns, err := Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n    retry_policy: {default_strategy: different_provider, unlisted_failover: none}\n  - model: anthropic/claude-3-5-sonnet\n"))
+	if err != nil || len(warns) != 1 || warns[0].Path != "model_providers[0].retry_policy.default_strategy" {
+		t.Fatalf("none without fallbacks: %v %v", warns, err)
+	}
 }

@@ -109,6 +109,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 		log.Warn("configuration warning", zap.String("file", *config), zap.String("path", w.Path),
 			zap.String("model", w.Model), zap.Int("line", w.Line), zap.String("warning", w.Message))
 	}
+	// A policy that may fail over to targets it does not list can answer a
+	// request for one model with another: say so, once per policy.
+	for _, u := range policy.UnlistedFailovers(cfg) {
+		log.Warn("policy may fail over to targets it does not list", zap.String("file", *config), zap.String("path", u.Path),
+			zap.String("model", u.Model), zap.String("unlisted_failover", string(u.Mode)), zap.Strings("targets", u.Targets),
+			zap.String("remedy", "list them in fallback_models, or set unlisted_failover: same_model or none"))
+	}
 	// Load finalized cfg: engine.New does not finalize it again, so the
 	// warnings above, with their lines, are the only ones logged.
 	e, err := engine.New(cfg, engine.WithLogger(log))

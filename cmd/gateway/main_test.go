@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -322,4 +323,41 @@ func TestExampleConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.CloseIdleConnections()
+}
+
+// At start the gateway says which policies may fail over to targets they
+// do not list, and which targets; a policy restricted to its list is not
+// named.
+func TestWarnsOfUnlistedFailover(t *testing.T) {
+	_, stop, logs := gateway(t, `
+model_providers:
+  - model: openai/gpt-4o
+    base_url: http://127.0.0.1:1/v1
+    retry_policy: {fallback_models: [anthropic/claude-3-5-sonnet], default_strategy: different_provider}
+  - model: anthropic/claude-3-5-sonnet
+    base_url: http://127.0.0.1:1/v1
+    retry_policy: {default_strategy: different_provider, unlisted_failover: none, fallback_models: [openai/gpt-4o]}
+  - model: mistral/mistral-embed
+    base_url: http://127.0.0.1:1/v1
+`)
+	if err := stop(); err != nil {
+		t.Fatalf("run after stop: %v", err)
+	}
+	var found []string
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if m["msg"] != "policy may fail over to targets it does not list" {
+			continue
+		}
+		found = append(found, line)
+		if m["path"] != "model_providers[0].retry_policy" || m["unlisted_failover"] != "any" || fmt.Sprint(m["targets"]) != "[mistral/mistral-embed]" {
+			t.Errorf("warning %s", line)
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("%d unlisted-failover warnings, want 1:\n%s", len(found), logs)
+	}
 }
