@@ -478,7 +478,7 @@ func (m *Machine) Start() Step {
 func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	if m.attempts > 0 {
 		if m.env.hooks.Retry != nil {
-			m.env.hooks.Retry(RetryEvent{From: m.name(m.current), To: m.name(t), Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
+			m.env.hooks.Retry(RetryEvent{From: m.name(m.current), To: m.name(t), FromIndex: m.current, ToIndex: t, Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
 		}
 		if m.env.debug {
 			m.logDebug("reroute retry started", zap.String("from", m.name(m.current)), zap.String("to", m.name(t)), zap.Int("attempt", m.attempts+1), zap.Duration("wait", wait), zap.Int("fallback_position", fallbackPos))
@@ -511,7 +511,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
 	if m.env.hooks.Attempt != nil {
-		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class})
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: m.attempts, Status: o.Status, Class: class, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
 	}
 	if m.env.hooks.Latency != nil && class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil {
 		l := m.rules.Latency

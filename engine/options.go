@@ -118,17 +118,22 @@ type Hooks struct {
 // AttemptEvent describes one finished attempt.
 type AttemptEvent struct {
 	Target string
+	Index  int // the target's index in the compiled configuration (Engine.Compiled), for per-target metrics without a map lookup
 	Number int
 	Status int
 	Class  policy.Class
+	TTFB   time.Duration // as the call reported it (or the engine measured it); 0 when unknown
+	Total  time.Duration // 0 when unknown, as for a stream handed over at its first byte
+	Err    error         // the transport error or timeout, if any
 }
 
 // RetryEvent describes a decision to retry.
 type RetryEvent struct {
-	From, To string
-	Number   int // the number of the attempt about to be made
-	Wait     time.Duration
-	Fallback int // position in fallback_models, or -1 (same target or random pick)
+	From, To           string
+	FromIndex, ToIndex int // the targets' indices in the compiled configuration
+	Number             int // the number of the attempt about to be made
+	Wait               time.Duration
+	Fallback           int // position in fallback_models, or -1 (same target or random pick)
 }
 
 // lockedSource makes a seeded source safe for concurrent use.
