@@ -612,6 +612,9 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	m.step()
 	t := m.current
 	m.shard.count(t, countFailures)
+	if m.env.hooks.Attempt != nil {
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: m.attempts, Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
+	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		m.releaseProbe() // the caller gave up: the attempt tells nothing
 		m.cause = err
