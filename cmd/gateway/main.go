@@ -11,8 +11,10 @@
 // configuration's warnings at start, and refuses to start when the
 // configuration has errors (it prints them and exits with status 1). On
 // SIGINT or SIGTERM it stops accepting connections, lets the requests in
-// flight finish (streams included) for up to -shutdown-timeout, then closes
-// the engine. See docs/gateway.md.
+// flight finish (streams included) for up to -shutdown-timeout, then ends
+// the streams still running with an in-band error event and closes the
+// engine. A second signal ends the grace period at once (exit status 1).
+// See docs/gateway.md.
 package main
 
 import (
@@ -25,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,8 +40,8 @@ import (
 )
 
 func main() {
-	ctx, stop := signalContext()
-	err := run(ctx, os.Args[1:], os.Stderr, nil)
+	ctx, now, stop := signalContext()
+	err := run(ctx, now, os.Args[1:], os.Stderr, nil)
 	stop()
 	switch {
 	case errors.Is(err, errUsage):
@@ -48,10 +51,38 @@ func main() {
 	}
 }
 
-// signalContext is done at the first SIGINT or SIGTERM. A second signal
-// kills the process the default way, once stop has been called.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+// signalContext is done at the first SIGINT or SIGTERM; now is closed at
+// the second, which ends the shutdown grace period at once. stop releases
+// the signals (the default action applies again) and waits for the
+// goroutine that watches them.
+func signalContext() (ctx context.Context, now <-chan struct{}, stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	nowc, quit, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-sigs:
+			cancel()
+		case <-quit:
+			return
+		}
+		select {
+		case <-sigs:
+			close(nowc)
+		case <-quit:
+		}
+	}()
+	var once sync.Once
+	return ctx, nowc, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(quit)
+			<-done
+			cancel()
+		})
+	}
 }
 
 var (
@@ -61,17 +92,21 @@ var (
 
 // run is the whole command. It returns when ctx is done and the server has
 // shut down (nil), or at once with an error it has already printed or
-// logged. ready, when not nil, is called with the address once the server
-// listens.
-func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr string)) error {
+// logged. now, when closed during the shutdown grace period, ends it at
+// once (errForced). ready, when not nil, is called with the address once
+// the server listens.
+func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writer, ready func(addr string)) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
 		config        = fs.String("config", "reroute.yaml", "the reroute configuration `file` (YAML)")
 		addr          = fs.String("addr", "127.0.0.1:8080", "listen on this `address`")
 		grace         = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long requests in flight may take to finish")
-		level         = fs.String("log-level", "info", "log level: debug (every failed attempt), info, warn, error")
+		level         = fs.String("log-level", "info", "log level: debug (every failed attempt, unsampled), info, warn, error")
 		maxBody       = fs.Int64("max-body-bytes", httpproxy.DefaultMaxBodyBytes, "refuse client bodies larger than this (413)")
+		bodyMem       = fs.Int64("max-body-memory", httpproxy.DefaultMaxBodyMemory, "bound the memory of all client bodies held at once; a request past it gets 503 gateway_busy")
+		bodyTimeout   = fs.Duration("body-read-timeout", httpproxy.DefaultBodyReadTimeout, "how long a client may take to send its request body (408 past it; 0 for no limit)")
+		maxResponse   = fs.Int64("max-response-bytes", httpproxy.DefaultMaxResponseBytes, "buffer at most this much of an upstream answer that is not a stream before delivering it")
 		policyFO      = fs.Bool("content-policy-failover", false, "fail over a content-policy refusal instead of returning it (see docs/gateway.md)")
 		contextLenFO  = fs.Bool("context-length-failover", true, "fail over a context-length rejection to another target (never the same one)")
 		headerTimeout = fs.Duration("read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
@@ -126,6 +161,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	h, err := httpproxy.New(e,
 		httpproxy.WithLogger(log),
 		httpproxy.WithMaxBodyBytes(*maxBody),
+		httpproxy.WithMaxBodyMemory(*bodyMem),
+		httpproxy.WithBodyReadTimeout(noLimit(*bodyTimeout)),
+		httpproxy.WithMaxResponseBytes(*maxResponse),
 		httpproxy.WithContentPolicyFailover(*policyFO),
 		httpproxy.WithContextLengthFailover(*contextLenFO))
 	if err != nil {
@@ -170,24 +208,67 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(addr s
 	log.Info("shutting down: letting requests in flight finish", zap.Duration("timeout", *grace))
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("requests still in flight at the shutdown timeout were cut", zap.Error(err))
+	// A second signal ends the grace period: forced is set before the
+	// grace context is cancelled, and read after the watcher has ended.
+	var forced error
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-now:
+			log.Warn("second signal: ending the shutdown grace period at once")
+			forced = errForced
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err = srv.Shutdown(sctx)
+	cancel()
+	<-watched
+	if err != nil {
+		// Streams get the in-band error event every other failure after
+		// commit gets, and a moment to write it, before the
+		// connections are closed.
+		log.Warn("requests still in flight at the end of the grace period are cut", zap.Error(err))
+		h.EndStreams()
+		fctx, fcancel := context.WithTimeout(context.Background(), streamEndWait)
+		_ = srv.Shutdown(fctx)
+		fcancel()
 		_ = srv.Close()
 	}
 	<-served // http.ErrServerClosed
 	// Deferred: the engine closes (nothing is in flight any more), then
 	// the upstream connections.
 	log.Info("gateway stopped")
-	return nil
+	return forced
+}
+
+// streamEndWait is how long the streams cut at the end of the grace period
+// have to write their error event before their connections are closed.
+const streamEndWait = time.Second
+
+// errForced is run's error when a second signal ended the grace period.
+var errForced = errors.New("gateway: stopped by a second signal")
+
+// noLimit maps the flag's 0 (no limit) to the handler's negative value.
+func noLimit(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // newLogger is zap's production logger (JSON, info level by default,
 // sampling, epoch timestamps, stack traces from error level)
-// writing to w.
+// writing to w. At debug level it does not sample: -log-level debug
+// promises every failed attempt, and zap's sampler would keep only the
+// first 100 lines of a message per second.
 func newLogger(w io.Writer, level zapcore.Level) *zap.Logger {
 	pc := zap.NewProductionConfig()
 	out := zapcore.Lock(zapcore.AddSync(w))
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(pc.EncoderConfig), out, level)
-	core = zapcore.NewSamplerWithOptions(core, time.Second, pc.Sampling.Initial, pc.Sampling.Thereafter)
+	if level > zapcore.DebugLevel {
+		core = zapcore.NewSamplerWithOptions(core, time.Second, pc.Sampling.Initial, pc.Sampling.Thereafter)
+	}
 	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel), zap.ErrorOutput(out))
 }

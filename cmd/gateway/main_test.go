@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -46,6 +48,12 @@ func (s *syncBuffer) String() string {
 // would) and returns run's error.
 func gateway(t *testing.T, config string, extra ...string) (url string, stop func() error, logs *syncBuffer) {
 	t.Helper()
+	return gatewayWith(t, nil, config, extra...)
+}
+
+// gatewayWith is gateway with the channel a second signal closes.
+func gatewayWith(t *testing.T, now <-chan struct{}, config string, extra ...string) (url string, stop func() error, logs *syncBuffer) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "reroute.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -55,7 +63,7 @@ func gateway(t *testing.T, config string, extra ...string) (url string, stop fun
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	args := append([]string{"-config", path, "-addr", "127.0.0.1:0"}, extra...)
-	go func() { done <- run(ctx, args, logs, func(a string) { addr <- a }) }()
+	go func() { done <- run(ctx, now, args, logs, func(a string) { addr <- a }) }()
 	select {
 	case a := <-addr:
 		url = "http://" + a
@@ -211,7 +219,7 @@ model_providers:
       on_status_codes: [{codes: [700], strategy: same_model, max_attempts: 2}]
 `), 0o600)
 	var out syncBuffer
-	err := run(context.Background(), []string{"-config", path, "-addr", "127.0.0.1:0"}, &out, func(string) {
+	err := run(context.Background(), nil, []string{"-config", path, "-addr", "127.0.0.1:0"}, &out, func(string) {
 		t.Error("the gateway started")
 	})
 	if err == nil || !strings.Contains(out.String(), "backoff.apply_to") || !strings.Contains(out.String(), "codes[0]") {
@@ -220,10 +228,10 @@ model_providers:
 	// A provider without base_url is an error for the gateway.
 	os.WriteFile(path, []byte("model_providers:\n  - model: openai/gpt-4o\n"), 0o600)
 	out = syncBuffer{}
-	if err := run(context.Background(), []string{"-config", path}, &out, nil); err == nil || !strings.Contains(out.String(), "base_url") {
+	if err := run(context.Background(), nil, []string{"-config", path}, &out, nil); err == nil || !strings.Contains(out.String(), "base_url") {
 		t.Errorf("run = %v; printed:\n%s", err, out.String())
 	}
-	if err := run(context.Background(), []string{"-nope"}, &out, nil); err != errUsage {
+	if err := run(context.Background(), nil, []string{"-nope"}, &out, nil); err != errUsage {
 		t.Errorf("bad flag: %v", err)
 	}
 }
@@ -290,17 +298,34 @@ model_providers:
 	}
 }
 
-// SIGTERM (and SIGINT) end signalContext's context instead of the process.
+// SIGTERM (and SIGINT) end signalContext's context instead of the
+// process; a second one closes now, which ends the grace period.
 func TestSignalContext(t *testing.T) {
-	ctx, stop := signalContext()
-	defer stop()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("SIGTERM did not end the context")
+	for _, second := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		ctx, now, stop := signalContext()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("SIGTERM did not end the context")
+		}
+		select {
+		case <-now:
+			t.Fatal("now closed at the first signal")
+		default:
+		}
+		if err := syscall.Kill(os.Getpid(), second); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-now:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("a second signal (%v) did not close now", second)
+		}
+		stop()
+		stop()
 	}
 }
 
@@ -359,5 +384,101 @@ model_providers:
 	}
 	if len(found) != 1 {
 		t.Errorf("%d unlisted-failover warnings, want 1:\n%s", len(found), logs)
+	}
+}
+
+// streamer is an upstream that sends one event of a stream and then waits
+// for the request's end: a stream in flight for as long as the test needs.
+func streamer(t *testing.T) (*httptest.Server, string) {
+	ev := `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}` + "\n\n"
+	return upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, ev)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}), ev
+}
+
+// openStream starts a stream through the gateway and reads its first
+// event; the rest of the body is the caller's to read.
+func openStream(t *testing.T, url, first string) *bufio.Reader {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"gpt-4o","stream":true,"messages":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	br := bufio.NewReader(resp.Body)
+	got := make([]byte, len(first))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != first {
+		t.Fatalf("first event %q, %v", got, err)
+	}
+	return br
+}
+
+// wantShutdownEvent reads the rest of a stream: one in-band error event of
+// code gateway_shutting_down, no [DONE], then the end.
+func wantShutdownEvent(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	rest, err := io.ReadAll(br)
+	var ev struct{ Error struct{ Code string } }
+	s := string(rest)
+	if err != nil || !strings.HasPrefix(s, "data: ") || !strings.HasSuffix(s, "\n\n") || strings.Contains(s, "[DONE]") ||
+		json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(s, "data: "))), &ev) != nil || ev.Error.Code != "gateway_shutting_down" {
+		t.Errorf("after the first event: %q, %v; want the gateway_shutting_down event, then the end", s, err)
+	}
+}
+
+// A stream still running when the grace period ends gets the in-band
+// error event, then the end, like every other failure after commit.
+func TestShutdownEndsStreams(t *testing.T) {
+	up, first := streamer(t)
+	url, stop, _ := gateway(t, config(up.URL), "-shutdown-timeout", "200ms")
+	br := openStream(t, url, first)
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	wantShutdownEvent(t, br)
+	if err := <-stopped; err != nil {
+		t.Errorf("run: %v", err)
+	}
+}
+
+// A second signal during the grace period ends it at once: the stream in
+// flight gets its error event, the gateway says why in the log, and run
+// returns errForced (exit status 1) long before the grace period's end.
+func TestSecondSignalEndsGracePeriod(t *testing.T) {
+	up, first := streamer(t)
+	now := make(chan struct{})
+	url, stop, logs := gatewayWith(t, now, config(up.URL), "-shutdown-timeout", "1h")
+	br := openStream(t, url, first)
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// The grace period has begun once the listener refuses connections.
+	host := strings.TrimPrefix(url, "http://")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway kept accepting connections after stop")
+		}
+		runtime.Gosched()
+	}
+	close(now)
+	wantShutdownEvent(t, br)
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, errForced) {
+			t.Errorf("run: %v, want errForced", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway did not stop at the second signal")
+	}
+	if !strings.Contains(logs.String(), "second signal: ending the shutdown grace period at once") {
+		t.Errorf("no log line for the second signal:\n%s", logs)
 	}
 }

@@ -18,7 +18,7 @@ func TestReadUpTo(t *testing.T) {
 			reads := 0
 			// OneByteReader: every byte is its own read, and progress is
 			// called for each.
-			buf, more, err := readUpTo(iotest.OneByteReader(strings.NewReader(body)), hint, limit, func() { reads++ })
+			buf, more, err := readUpTo(iotest.OneByteReader(strings.NewReader(body)), hint, limit, func() { reads++ }, nil)
 			if err != nil {
 				t.Fatalf("size %d hint %d: %v", size, hint, err)
 			}
@@ -34,7 +34,7 @@ func TestReadUpTo(t *testing.T) {
 		}
 	}
 	boom := errors.New("boom")
-	if buf, more, err := readUpTo(iotest.ErrReader(boom), -1, limit, nil); buf != nil || more || !errors.Is(err, boom) {
+	if buf, more, err := readUpTo(iotest.ErrReader(boom), -1, limit, nil, nil); buf != nil || more || !errors.Is(err, boom) {
 		t.Errorf("read error: %q, %v, %v", buf, more, err)
 	}
 }

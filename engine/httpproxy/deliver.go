@@ -32,7 +32,8 @@ func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
 		case errors.Is(err, context.DeadlineExceeded):
 			writeError(w, http.StatusGatewayTimeout, rq.id, "server_error", "The upstream did not answer in time.", "", "upstream_timeout")
 		default:
-			writeError(w, http.StatusBadGateway, rq.id, "server_error", "The upstream could not be reached or failed before answering.", "", "upstream_unreachable")
+			code, msg := failureBeforeCommit(err)
+			writeError(w, http.StatusBadGateway, rq.id, "server_error", msg, "", code)
 		}
 		return
 	}
@@ -83,10 +84,11 @@ func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attem
 	if _, err := w.Write(at.held); err != nil {
 		return
 	}
-	buf := at.held[:cap(at.held)]
-	if len(buf) > 32<<10 {
-		buf = buf[:32<<10]
-	}
+	// The held bytes have gone out: drop them (up to WithMaxResponseBytes)
+	// for the rest of a relay that may last long, and copy through a small
+	// buffer.
+	at.held = nil
+	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := at.resp.Body.Read(buf)
 		if n > 0 {
@@ -125,6 +127,7 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 	if _, err := w.Write(at.held); err != nil {
 		return
 	}
+	at.held = nil
 	_ = rc.Flush()
 	switch {
 	case at.done:
@@ -135,6 +138,8 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 		rq.logCommitFailure(at, ErrStreamError)
 		return
 	}
+	// EndStreams cancels the upstream request, which ends the read below.
+	defer context.AfterFunc(rq.h.ending, func() { at.cancel(errEndStreams) })()
 	for {
 		kind, raw, _, err := at.sse.next()
 		if err != nil {
@@ -142,8 +147,13 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 				return // the client has gone; the upstream is not to blame
 			}
 			err = rq.streamErr(at, err, ErrStreamCut)
-			res.End(time.Since(at.start), err)
-			rq.logCommitFailure(at, err)
+			if err == errEndStreams {
+				// Nor is it to blame for the gateway's shutdown.
+				rq.h.log.Info("reroute stream ended by the gateway's shutdown", zap.String("request_id", rq.id), zap.String("target", at.t.id))
+			} else {
+				res.End(time.Since(at.start), err)
+				rq.logCommitFailure(at, err)
+			}
 			_, _ = w.Write(streamErrorEvent(err, rq.id))
 			_ = rc.Flush()
 			return
@@ -172,21 +182,19 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 }
 
 // streamErr names a read failure after commit: the watchdog's timeout if
-// it fired, a malformed stream, an end without [DONE], or cut.
+// it fired, EndStreams, a stream too large or malformed, an end without
+// [DONE], or cut.
 func (rq *request) streamErr(at *attempt, err, cut error) error {
 	if cause := context.Cause(at.ctx); cause != nil {
 		var te *TimeoutError
-		if errors.As(cause, &te) {
+		switch {
+		case errors.As(cause, &te):
 			return te
+		case cause == errEndStreams:
+			return cause
 		}
 	}
-	switch {
-	case isMalformed(err):
-		return errors.Join(ErrStreamMalformed, err)
-	case err == io.EOF && cut == ErrStreamCut:
-		return ErrStreamIncomplete
-	}
-	return errors.Join(cut, err)
+	return streamFailure(err, cut)
 }
 
 func (rq *request) logCommitFailure(at *attempt, err error) {

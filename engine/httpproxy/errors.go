@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 )
@@ -20,14 +21,61 @@ var (
 	// ErrStreamError: the upstream reported an error inside the stream.
 	// Its event is relayed to the client as it was sent.
 	ErrStreamError = errors.New("reroute/httpproxy: upstream reported an error in the stream")
-	// ErrBodyCut: the body of a response that is not a stream, too large
-	// to be buffered, failed after it had begun to reach the client.
+	// ErrStreamTooLarge: the upstream sent an SSE line or event longer
+	// than the handler's limit (MaxEventBytes), or more than
+	// WithMaxResponseBytes of comments and pings before its first event.
+	ErrStreamTooLarge = errors.New("reroute/httpproxy: upstream stream too large")
+	// ErrBodyCut: the body of a response that is not a stream failed
+	// before its end. Before commit it is a failed attempt (and, for a
+	// target without retry_policy, a 502 upstream_body_cut); after commit,
+	// for a body too large to be buffered, the client's response is
+	// aborted.
 	ErrBodyCut = errors.New("reroute/httpproxy: upstream response body cut")
 )
 
 // errEmptyStream is a stream that ended before its first event: a failed
 // attempt, retried like a transport error.
 var errEmptyStream = errors.New("reroute/httpproxy: upstream stream ended before its first event")
+
+// errEndStreams is the cause a stream's attempt is cancelled with by
+// EndStreams.
+var errEndStreams = errors.New("reroute/httpproxy: the gateway is shutting down")
+
+// streamFailure names a read failure of a stream: too large, malformed,
+// an end without [DONE] (after commit, where cut is ErrStreamCut), or cut.
+func streamFailure(err, cut error) error {
+	var tl *tooLargeError
+	switch {
+	case errors.As(err, &tl):
+		return errors.Join(ErrStreamTooLarge, err)
+	case isMalformed(err):
+		return errors.Join(ErrStreamMalformed, err)
+	case err == io.EOF && cut == ErrStreamCut:
+		return ErrStreamIncomplete
+	}
+	return errors.Join(cut, err)
+}
+
+// failureBeforeCommit is the code and message of the 502 a target without
+// retry_policy answers with when its attempt failed without a response
+// the handler could relay. Each failure says what happened: only an
+// attempt that got no response at all is "unreachable".
+func failureBeforeCommit(err error) (code, msg string) {
+	var tl *tooLargeError
+	switch {
+	case errors.Is(err, ErrStreamTooLarge) && errors.As(err, &tl):
+		return "upstream_response_too_large", "The upstream's stream exceeded this gateway's limit (" + tl.what + ") before its first event; nothing of it was delivered."
+	case errors.Is(err, ErrStreamMalformed):
+		return "upstream_stream_malformed", "The upstream sent a malformed stream before its first event; nothing of it was delivered."
+	case errors.Is(err, errEmptyStream):
+		return "upstream_stream_empty", "The upstream's stream ended before its first event."
+	case errors.Is(err, ErrStreamCut):
+		return "upstream_stream_cut", "The upstream's stream was cut before its first event; nothing of it was delivered."
+	case errors.Is(err, ErrBodyCut):
+		return "upstream_body_cut", "The upstream's answer was cut before its end; nothing of it was delivered."
+	}
+	return "upstream_unreachable", "The upstream could not be reached or failed before answering."
+}
 
 // streamErrorCode is the code of the in-band error event for a stream
 // failure after commit.
@@ -40,6 +88,10 @@ func streamErrorCode(err error) string {
 		return "upstream_stream_incomplete"
 	case errors.Is(err, ErrStreamMalformed):
 		return "upstream_stream_malformed"
+	case errors.Is(err, ErrStreamTooLarge):
+		return "upstream_response_too_large"
+	case errors.Is(err, errEndStreams):
+		return "gateway_shutting_down"
 	}
 	return "upstream_stream_cut"
 }
@@ -71,6 +123,10 @@ func streamErrorMessage(err error) string {
 		return "The upstream stream ended without [DONE]; the answer may be incomplete."
 	case errors.Is(err, ErrStreamMalformed):
 		return "The upstream sent a malformed stream; the answer is incomplete."
+	case errors.Is(err, ErrStreamTooLarge):
+		return "The upstream sent an event larger than this gateway's limit of " + strconv.Itoa(MaxEventBytes) + " bytes; the answer is incomplete."
+	case errors.Is(err, errEndStreams):
+		return "The gateway is shutting down; the answer is incomplete."
 	}
 	return "The upstream stream was cut; the answer is incomplete."
 }

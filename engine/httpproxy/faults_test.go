@@ -165,6 +165,13 @@ func TestFaultsAfterCommit(t *testing.T) {
 			code:    "upstream_stream_malformed",
 		},
 		{
+			name: "an event longer than MaxEventBytes",
+			primary: func(<-chan struct{}) reply {
+				return sse(nil, first[0], first[1], "data: \""+strings.Repeat("x", MaxEventBytes)+"\"\n\n", done)
+			},
+			code: "upstream_response_too_large",
+		},
+		{
 			// The idle timeout is 30 s: the end must not wait for it.
 			name:    "a stream without [DONE] ends promptly",
 			primary: func(<-chan struct{}) reply { return sse(nil, first...) },
@@ -558,5 +565,77 @@ model_providers:
 	}
 	if n := f.failures(gpt); n != 0 {
 		t.Errorf("engine failures = %d, want 0: the client left, the target did not fail", n)
+	}
+}
+
+// A target without retry_policy delivers its failed attempt as the
+// answer: a 502 whose code says what went wrong, not "unreachable" for an
+// upstream that answered badly.
+func TestFailuresBeforeCommitSayWhat(t *testing.T) {
+	t.Parallel()
+	const limit = 4 << 10
+	body := completion("gpt-4o")
+	tests := []struct {
+		name    string
+		primary reply
+		code    string
+	}{
+		{"no answer at all", reset(), "upstream_unreachable"},
+		{"a body cut before its end", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", itoa(len(body)))
+			io.WriteString(w, body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}, "upstream_body_cut"},
+		{"a malformed stream", sse(nil, "<html>502 Bad Gateway</html>\n\n"), "upstream_stream_malformed"},
+		{"a stream cut before its first event", cut(sse(nil, `data: {"id":"chatcmpl-9zX1"`)), "upstream_stream_cut"},
+		{"a stream that ends before its first event", sse(nil), "upstream_stream_empty"},
+		{"more keep-alives than the response limit before the first event", sse(nil, strings.Repeat(": keep-alive\n\n", limit/14+1), chunk("gpt-4o", "late"), done), "upstream_response_too_large"},
+		{"a line longer than MaxEventBytes before the first event", sse(nil, "data: \""+strings.Repeat("x", MaxEventBytes)+"\"\n\n", done), "upstream_response_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+`, map[string][]reply{gpt: {tt.primary}}, WithMaxResponseBytes(limit))
+			resp, answer := f.call(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+			if resp.StatusCode != http.StatusBadGateway || errorCode(t, answer) != tt.code {
+				t.Errorf("status %d: %s; want 502 %s", resp.StatusCode, answer, tt.code)
+			}
+			if strings.Contains(answer, "Bad Gateway</html>") || strings.Contains(answer, "keep-alive") {
+				t.Errorf("upstream bytes reached the client: %s", answer)
+			}
+		})
+	}
+}
+
+// EndStreams ends a stream being relayed with the in-band
+// gateway_shutting_down event and no [DONE], and does not blame the
+// target.
+func TestEndStreams(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	defer close(gate)
+	ev := chunk("gpt-4o", "Hi")
+	f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+`, map[string][]reply{gpt: {sse(gate, ev, "", done)}})
+	resp := f.post(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if got := readEvent(t, br); got != ev {
+		t.Fatalf("first event %q", got)
+	}
+	f.h.EndStreams()
+	rest, err := io.ReadAll(br)
+	if err != nil || !strings.HasPrefix(string(rest), "data: ") || !strings.Contains(string(rest), `"code":"gateway_shutting_down"`) || strings.Contains(string(rest), "[DONE]") {
+		t.Errorf("after EndStreams: %q, %v", rest, err)
+	}
+	if n := f.failures(gpt); n != 0 {
+		t.Errorf("engine failures = %d, want 0: the gateway ended the stream", n)
 	}
 }

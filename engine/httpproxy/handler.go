@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -37,6 +42,14 @@ type Handler struct {
 	own     bool     // rt is the handler's own *http.Transport
 	targets []target // indexed like the engine's Compiled() targets
 	opts    options
+
+	bodyMem atomic.Int64 // bytes of client body buffers held, ≤ opts.maxBodyMemory
+	reading atomic.Int64 // client bodies being read
+
+	// ending is done once EndStreams has been called; streams relayed
+	// then end with the in-band gateway_shutting_down event.
+	ending context.Context
+	endAll context.CancelFunc
 }
 
 // target is what the handler needs to reach one configured target.
@@ -64,6 +77,7 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.maxBodyMemory = max(o.maxBodyMemory, o.maxBody)
 	h := &Handler{
 		e:     e,
 		log:   o.logger,
@@ -74,6 +88,7 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 	if h.rt == nil {
 		h.rt, h.own = newTransport(), true
 	}
+	h.ending, h.endAll = context.WithCancel(context.Background())
 	cfg, c := e.Config(), e.Compiled()
 	var probs []string
 	for i := range cfg.ModelProviders {
@@ -131,6 +146,17 @@ func (h *Handler) CloseIdleConnections() {
 	}
 }
 
+// EndStreams ends every stream the handler is relaying, and every one that
+// commits afterwards, with the in-band SSE error event of code
+// gateway_shutting_down, after the events already relayed and without
+// [DONE]; the upstream request is cancelled and the target is not blamed.
+// A host calls it when its shutdown grace period is over, then gives the
+// handlers a moment to write the event before it closes the connections
+// (cmd/gateway gives them up to a second). Requests that have not
+// committed are not affected. It is idempotent and safe for concurrent
+// use.
+func (h *Handler) EndStreams() { h.endAll() }
+
 // ServeHTTP serves one chat completion request: it validates the body,
 // resolves the client's model to the primary target, runs the request
 // through the engine and relays the delivered answer, or renders the
@@ -138,21 +164,28 @@ func (h *Handler) CloseIdleConnections() {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header)
 	if r.URL.Path != Path {
-		writeError(w, http.StatusNotFound, id, "invalid_request_error", "Unknown path "+strconv.Quote(r.URL.Path)+": this gateway serves POST "+Path+".", "", "not_found")
+		writeError(w, http.StatusNotFound, id, "invalid_request_error", "Unknown path "+echo(r.URL.Path)+": this gateway serves POST "+Path+".", "", "not_found")
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, id, "invalid_request_error", "Method "+r.Method+" is not allowed: use POST.", "", "method_not_allowed")
+		writeError(w, http.StatusMethodNotAllowed, id, "invalid_request_error", "Method "+echo(r.Method)+" is not allowed: use POST.", "", "method_not_allowed")
 		return
 	}
-	body, status, msg := h.readBody(w, r)
-	if status != 0 {
-		code := ""
-		if status == http.StatusRequestEntityTooLarge {
-			code = "request_too_large"
+	body, held, ref := h.readBody(w, r)
+	defer h.bodyMem.Add(-held)
+	if ref != nil {
+		if ref.close {
+			// The rest of the body is not read: the server must not
+			// wait to drain it before the next request.
+			w.Header().Set("Connection", "close")
 		}
-		invalidRequest(w, status, id, msg, "", code)
+		if ref.retryAfter {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, ref.status, id, "server_error", ref.msg, "", ref.code)
+			return
+		}
+		invalidRequest(w, ref.status, id, ref.msg, "", ref.code)
 		return
 	}
 	if !json.Valid(body) {
@@ -170,14 +203,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		invalidRequest(w, http.StatusBadRequest, id, "Invalid model parameter: "+err.Error()+".", "model", "invalid_model")
 		return
+	case len(model) > MaxModelBytes:
+		invalidRequest(w, http.StatusBadRequest, id, "The model parameter is "+strconv.Itoa(len(model))+" bytes long; this gateway accepts model names of at most "+strconv.Itoa(MaxModelBytes)+" bytes.", "model", "model_too_long")
+		return
 	}
 	t, ambiguous := h.e.Compiled().Resolve(model)
 	if t < 0 {
 		if len(ambiguous) > 0 {
-			invalidRequest(w, http.StatusBadRequest, id, "The model "+strconv.Quote(model)+" is ambiguous: it is configured as "+strings.Join(ambiguous, ", ")+". Name one of those target ids.", "model", "ambiguous_model")
+			invalidRequest(w, http.StatusBadRequest, id, "The model "+echo(model)+" is ambiguous: it is configured as "+strings.Join(ambiguous, ", ")+". Name one of those target ids.", "model", "ambiguous_model")
 			return
 		}
-		invalidRequest(w, http.StatusNotFound, id, "The model "+strconv.Quote(model)+" does not exist or is not configured on this gateway.", "model", "model_not_found")
+		invalidRequest(w, http.StatusNotFound, id, "The model "+echo(model)+" does not exist or is not configured on this gateway.", "model", "model_not_found")
 		return
 	}
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
@@ -191,29 +227,100 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq.deliver(w, res)
 }
 
-// readBody reads the client's body within the size limit. A non-zero
-// status is the error to answer with.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
-	max := h.opts.maxBody
-	tooLarge := "The request body is larger than this gateway's limit of " + strconv.FormatInt(max, 10) + " bytes."
-	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+// MaxModelBytes bounds the model name of a request: a longer one is
+// refused with 400 (code model_too_long) before any lookup. Model names
+// and target ids are tens of bytes.
+const MaxModelBytes = 1 << 10
+
+// maxEcho bounds how much of a client's value (a model name, a path, a
+// method) an error message repeats.
+const maxEcho = 256
+
+// echo quotes s for an error message, cut to its first maxEcho bytes (at a
+// character boundary) with an ellipsis and its length when it is longer:
+// an answer never grows with what the client sent.
+func echo(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
 	}
-	if r.Body == nil {
-		return nil, 0, ""
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// refusal is a request refused while its body was read.
+type refusal struct {
+	status     int
+	code, msg  string
+	close      bool // the body was not read to its end: close the connection
+	retryAfter bool // a server-side limit: 503 with Retry-After
+}
+
+// readBody reads the client's body within the size limit, the read
+// deadline and the memory budget of all bodies. held is what it took from
+// the budget: the caller gives it back when the request ends, since the
+// body is held until then.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, held int64, ref *refusal) {
+	max := h.opts.maxBody
+	tooLarge := &refusal{status: http.StatusRequestEntityTooLarge, code: "request_too_large",
+		msg: "The request body is larger than this gateway's limit of " + strconv.FormatInt(max, 10) + " bytes."}
+	if r.ContentLength > max {
+		tooLarge.close = true
+		return nil, 0, tooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, 0, nil
+	}
+	h.reading.Add(1)
+	defer h.reading.Add(-1)
+	rc := http.NewResponseController(w)
+	if d := h.opts.bodyTimeout; d > 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(d))
+	}
+	defer func() {
+		if ref != nil && ref.close {
+			// net/http would drain what is left of a body after the
+			// answer: a deadline already passed makes it close the
+			// connection at once instead.
+			_ = rc.SetReadDeadline(time.Now())
+			return
+		}
+		// Cleared once the body is read: net/http reads the connection
+		// in the background while the request runs (to see the client
+		// leave), and a deadline passing then would cancel the request.
+		if h.opts.bodyTimeout > 0 {
+			_ = rc.SetReadDeadline(time.Time{})
+		}
+	}()
+	limit := h.opts.maxBodyMemory
+	reserve := func(n int64) bool {
+		if h.bodyMem.Add(n) > limit {
+			h.bodyMem.Add(-n)
+			return false
+		}
+		held += n
+		return true
 	}
 	// MaxBytesReader, besides bounding the read, tells the server to close
 	// the connection instead of draining an oversized body after the
 	// answer.
-	buf, more, err := readUpTo(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max, nil)
+	buf, more, err := readUpTo(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max, nil, reserve)
 	var mbe *http.MaxBytesError
 	switch {
 	case more || errors.As(err, &mbe):
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, held, tooLarge
+	case errors.Is(err, errNoMemory):
+		return nil, held, &refusal{status: http.StatusServiceUnavailable, code: "gateway_busy", close: true, retryAfter: true,
+			msg: "The gateway is holding as many request bodies as its memory limit of " + strconv.FormatInt(limit, 10) + " bytes allows; retry the request."}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, held, &refusal{status: http.StatusRequestTimeout, code: "request_timeout", close: true,
+			msg: "The request body was not received within this gateway's limit of " + h.opts.bodyTimeout.String() + "."}
 	case err != nil:
-		return nil, http.StatusBadRequest, "The request body could not be read."
+		return nil, held, &refusal{status: http.StatusBadRequest, code: "", close: true, msg: "The request body could not be read."}
 	}
-	return buf, 0, ""
+	return buf, held, nil
 }
 
 // requestID returns the client's x-request-id, or a new random one. An

@@ -17,6 +17,17 @@ const (
 	// DefaultMaxResponseBytes bounds how much of an upstream response
 	// that is not a stream is buffered before it is delivered: 64 MiB.
 	DefaultMaxResponseBytes = 64 << 20
+	// DefaultMaxBodyMemory bounds the memory of all the client bodies the
+	// handler holds at once, being read or held for their attempts: 512
+	// MiB, sixteen bodies of the largest size, or thousands of the
+	// kilobyte-sized bodies chat clients send.
+	DefaultMaxBodyMemory = 512 << 20
+	// DefaultBodyReadTimeout bounds the time a client may take to send
+	// its body, from the end of its headers: 30 s, like the upstream
+	// phases. The bodies chat clients send take milliseconds; at the
+	// largest size the default body limit admits (32 MiB), 30 s asks for
+	// about 9 Mbit/s.
+	DefaultBodyReadTimeout = 30 * time.Second
 )
 
 // Option configures a Handler at New.
@@ -26,6 +37,8 @@ type options struct {
 	logger                *zap.Logger
 	transport             http.RoundTripper
 	maxBody               int64
+	maxBodyMemory         int64
+	bodyTimeout           time.Duration
 	maxResponse           int64
 	contentPolicyFailover bool
 	contextLengthFailover bool
@@ -35,6 +48,8 @@ func defaultOptions() options {
 	return options{
 		logger:                zap.NewNop(),
 		maxBody:               DefaultMaxBodyBytes,
+		maxBodyMemory:         DefaultMaxBodyMemory,
+		bodyTimeout:           DefaultBodyReadTimeout,
 		maxResponse:           DefaultMaxResponseBytes,
 		contextLengthFailover: true,
 	}
@@ -78,12 +93,53 @@ func WithMaxBodyBytes(n int64) Option {
 	}
 }
 
+// WithMaxBodyMemory bounds the memory of all the client bodies the handler
+// holds at once: the buffers of the bodies being read, and of those read
+// and held while their attempts run, until their requests end. A buffer
+// grows with the bytes that arrive, so a client that announces a large
+// body and sends little holds little. A request whose body would take the
+// total past n is refused with 503 (code gateway_busy, Retry-After: 1) and
+// its connection closed. n ≤ 0 keeps the default (DefaultMaxBodyMemory);
+// a bound below the body limit (WithMaxBodyBytes) is raised to it, so that
+// a body of the largest size can always be read alone.
+func WithMaxBodyMemory(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxBodyMemory = n
+		}
+	}
+}
+
+// WithBodyReadTimeout bounds the time a client may take to send its whole
+// body, counted from when the handler is called (the end of the request
+// headers). Past it the client gets 408 (code request_timeout) and the
+// connection is closed. d < 0 means no limit; 0 keeps the default
+// (DefaultBodyReadTimeout). It is applied with the connection's read
+// deadline (http.ResponseController.SetReadDeadline, which net/http's
+// HTTP/1 and HTTP/2 servers support); with a ResponseWriter that has none
+// the body is read without a deadline.
+func WithBodyReadTimeout(d time.Duration) Option {
+	return func(o *options) {
+		switch {
+		case d < 0:
+			o.bodyTimeout = 0
+		case d > 0:
+			o.bodyTimeout = d
+		}
+	}
+}
+
 // WithMaxResponseBytes bounds how much of an upstream response that is not
 // a stream is read before the engine decides on it. A body within the
 // bound is read whole before anything reaches the client, so a cut body is
 // a failed attempt and can be retried; past it, the rest is relayed after
-// commit and a failure then aborts the client's response. n ≤ 0 keeps the
-// default (DefaultMaxResponseBytes).
+// commit and a failure then aborts the client's response. The buffer grows
+// with what arrives (it is never sized from a Content-Length alone), is
+// dropped once it has been written to the client, and is never pooled.
+// The same bound applies to what a stream may send before its first event
+// (comments and pings are held back with it): past it, the attempt fails
+// (upstream_response_too_large). n ≤ 0 keeps the default
+// (DefaultMaxResponseBytes).
 func WithMaxResponseBytes(n int64) Option {
 	return func(o *options) {
 		if n > 0 {

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptrace"
+	"strconv"
 	"sync"
 	"time"
 
@@ -55,6 +56,7 @@ func (at *attempt) release() {
 	if at.resp != nil {
 		at.resp.Body.Close()
 	}
+	at.held = nil // never kept past the attempt: it may be WithMaxResponseBytes long
 	if at.sse != nil {
 		at.sse.br.Reset(nil)
 		readerPool.Put(at.sse.br)
@@ -135,9 +137,9 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 		return rq.firstEvent(at, o)
 	}
 	at.wd.arm(PhaseIdle, t.limits.Idle)
-	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle)
+	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle, nil)
 	if err != nil {
-		return rq.transportOutcome(at, err, ttfb)
+		return rq.transportOutcome(at, errors.Join(ErrBodyCut, err), ttfb)
 	}
 	at.held, at.rest = body, more
 	if !more {
@@ -172,8 +174,16 @@ func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 	at.sse = &sseReader{br: br}
 	for {
 		kind, raw, data, err := at.sse.next()
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			err = errEmptyStream
+		case err != nil:
+			err = streamFailure(err, ErrStreamCut)
+		case len(at.held)+len(raw) > int(rq.h.opts.maxResponse):
+			// Comments and pings are held back with the first event:
+			// an upstream that sends nothing else must not grow them
+			// without bound.
+			err = errors.Join(ErrStreamTooLarge, &tooLargeError{"more than " + strconv.FormatInt(rq.h.opts.maxResponse, 10) + " bytes before the first event"})
 		}
 		if err != nil {
 			return rq.transportOutcome(at, err, o.TTFB)

@@ -25,9 +25,16 @@ const (
 	evError
 )
 
-// maxLine bounds one SSE line; a chunk carrying a base64 image can be
-// megabytes long, an endless line is a broken upstream.
-const maxLine = 16 << 20
+// MaxEventBytes bounds one SSE event of an upstream stream, and so each of
+// its lines: 16 MiB. A chunk carrying a base64 image can be megabytes
+// long; an endless line or event is a broken upstream. A longer one fails
+// the stream with ErrStreamTooLarge.
+const MaxEventBytes = 16 << 20
+
+// tooLargeError is a stream that exceeded one of the handler's bounds.
+type tooLargeError struct{ what string }
+
+func (e *tooLargeError) Error() string { return "upstream stream too large: " + e.what }
 
 // malformedError is a stream that does not follow the SSE grammar or
 // whose data is not JSON.
@@ -66,6 +73,9 @@ func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
 		line, rerr := r.readLine()
 		if rerr != nil && rerr != io.EOF {
 			return 0, nil, nil, rerr
+		}
+		if len(r.ev)+len(line) > MaxEventBytes {
+			return 0, nil, nil, &tooLargeError{"an event longer than 16 MiB"}
 		}
 		r.ev = append(r.ev, line...)
 		content := bytes.TrimRight(line, "\r\n")
@@ -167,8 +177,8 @@ func (r *sseReader) readLine() ([]byte, error) {
 	for {
 		line, err = r.br.ReadSlice('\n')
 		r.line = append(r.line, line...)
-		if len(r.line) > maxLine {
-			return nil, &malformedError{"line longer than 16 MiB"}
+		if len(r.line) > MaxEventBytes {
+			return nil, &tooLargeError{"a line longer than 16 MiB"}
 		}
 		if err != bufio.ErrBufferFull {
 			return r.line, err
