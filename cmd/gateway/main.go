@@ -110,6 +110,7 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 		policyFO      = fs.Bool("content-policy-failover", false, "fail over a content-policy refusal instead of returning it (see docs/gateway.md)")
 		contextLenFO  = fs.Bool("context-length-failover", true, "fail over a context-length rejection to another target (never the same one)")
 		headerTimeout = fs.Duration("read-header-timeout", 10*time.Second, "how long a client may take to send its request headers")
+		adminAddr     = fs.String("admin-addr", "", "serve /metrics, /healthz, /readyz and /debug/reroute/blocks on this `address` instead of -addr")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: gateway -config reroute.yaml -addr 127.0.0.1:8080\n\n")
@@ -153,7 +154,8 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	}
 	// Load finalized cfg: engine.New does not finalize it again, so the
 	// warnings above, with their lines, are the only ones logged.
-	e, err := engine.New(cfg, engine.WithLogger(log))
+	adm := newAdmin(ctx, cfg, *adminAddr, log)
+	e, err := engine.New(cfg, engine.WithLogger(log), adm.hooks())
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
 		return errConfig
@@ -173,14 +175,20 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	}
 	defer h.CloseIdleConnections()
 	defer func() { _ = e.Close() }()
+	adm.attach(e)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Error("cannot listen", zap.String("addr", *addr), zap.Error(err))
 		return err
 	}
+	if err := adm.listen(*headerTimeout); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer adm.close()
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           adm.handler(h),
 		ReadHeaderTimeout: *headerTimeout,
 		// No ReadTimeout or WriteTimeout: a stream may last minutes,
 		// and the per-attempt timeouts bound the upstream side.

@@ -32,6 +32,10 @@ var rules = []struct {
 	{"health", []string{"policy", "internal/actor"}},
 	{"engine", []string{"policy", "health"}},
 	{"engine/httpproxy", []string{"engine", "policy", "health"}},
+	// prom is the one package that imports the Prometheus client; the core
+	// above must not depend on it (TestCoreWithoutPrometheus), so it sits
+	// beside them, importing downward.
+	{"prom", []string{"engine", "health", "policy"}},
 	{"bench", []string{"engine", "engine/httpproxy", "health", "policy", "internal/..."}},
 	{"bench/cmd/...", anything},
 	{"cmd/...", anything},
@@ -144,6 +148,37 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
+// core are the packages an embedding host always links: none of them may
+// depend, even indirectly, on a metrics client. Exporting metrics is the
+// host's choice, made by importing prom.
+var core = []string{"policy", "health", "engine", "engine/httpproxy"}
+
+func TestCoreWithoutPrometheus(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH:", err)
+	}
+	args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
+	for _, p := range core {
+		args = append(args, module+"/"+p)
+	}
+	out, err := exec.Command(goTool, args...).Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	n := 0
+	for dep := range strings.Lines(string(out)) {
+		dep = strings.TrimSpace(dep)
+		n++
+		if strings.HasPrefix(dep, "github.com/prometheus/") || dep == module+"/prom" {
+			t.Errorf("a core package depends on %s", dep)
+		}
+	}
+	if n < len(core) {
+		t.Fatalf("go list -deps listed %d packages", n)
+	}
+}
+
 // TestViolationsCatchesUpwardImports runs the checker on a made-up graph,
 // so that a checker that accepts everything cannot pass unnoticed.
 func TestViolationsCatchesUpwardImports(t *testing.T) {
@@ -180,6 +215,7 @@ func TestAllowedMostSpecificWins(t *testing.T) {
 		"cmd/loadgen":          "...",
 		"internal/actor":       "internal/...",
 		"engine/httpproxy":     "engine",
+		"prom":                 "engine",
 	} {
 		may, ok := allowed(p)
 		if !ok || may[0] != want {
