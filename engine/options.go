@@ -109,6 +109,11 @@ type Hooks struct {
 	Ejected   func(id string, d time.Duration, n int)
 	Recovered func(id string)
 	Probe     func(target string)
+	// End is called by Result.End when the caller reports how a
+	// delivered stream ended: its whole duration, and the failure after
+	// commit if any. A non-streamed answer's duration is in its
+	// AttemptEvent already.
+	End func(EndEvent)
 	// Latency is called with every latency measurement the policy compares
 	// with a threshold (on_high_latency), over the threshold or not; a
 	// stream measured in total is measured when it ends (Result.End).
@@ -125,6 +130,14 @@ type AttemptEvent struct {
 	TTFB   time.Duration // as the call reported it (or the engine measured it); 0 when unknown
 	Total  time.Duration // 0 when unknown, as for a stream handed over at its first byte
 	Err    error         // the transport error or timeout, if any
+}
+
+// EndEvent describes how a delivered stream ended (Result.End).
+type EndEvent struct {
+	Target string
+	Index  int           // the target's index in the compiled configuration
+	Total  time.Duration // the attempt's whole duration
+	Err    error         // a failure after commit, or nil
 }
 
 // RetryEvent describes a decision to retry.

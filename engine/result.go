@@ -37,6 +37,9 @@ func (r Result) End(total time.Duration, err error) {
 	if v == nil {
 		return
 	}
+	if v.hooks.End != nil {
+		v.hooks.End(EndEvent{Target: r.Target, Index: r.target, Total: total, Err: err})
+	}
 	if err != nil {
 		r.shard.add(r.target, countSuccesses, -1)
 		r.shard.count(r.target, countFailures)

@@ -182,7 +182,7 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 	}, []string{"target"})
 	col.totalVec = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    name("attempt_duration_seconds"),
-		Help:    "Time from the start of an attempt to the end of its answer, by target; a stream delivered at its first byte is left out.",
+		Help:    "Time from the start of an attempt to the end of its answer, by target; a stream is observed when it ends (Result.End).",
 		Buckets: o.latency,
 	}, []string{"target"})
 	for t := range nt {
@@ -247,6 +247,15 @@ func (c *Collector) Hooks() engine.Hooks {
 		Ejected:   c.ejected,
 		Recovered: c.recoveredHook,
 		Probe:     c.probe,
+		End:       c.end,
+	}
+}
+
+// end observes a delivered stream's whole duration, which its attempt's
+// event could not know.
+func (c *Collector) end(ev engine.EndEvent) {
+	if uint(ev.Index) < uint(len(c.total)) && ev.Total > 0 {
+		c.total[ev.Index].Observe(ev.Total.Seconds())
 	}
 }
 

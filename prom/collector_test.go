@@ -289,3 +289,34 @@ func TestAttachRefusesAnotherConfiguration(t *testing.T) {
 		t.Fatalf("Attach: %v, want ErrMismatch", err)
 	}
 }
+
+// A stream's duration is observed when it ends, through the End hook.
+func TestCollectorObservesStreamEnd(t *testing.T) {
+	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := prom.New(cfg.Compiled())
+	h := c.Hooks()
+	h.End(engine.EndEvent{Target: "openai/gpt-4o", Index: 0, Total: 2 * time.Second})
+	h.End(engine.EndEvent{Target: "nope", Index: 7, Total: time.Second}) // out of range: ignored
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "reroute_attempt_duration_seconds" {
+			continue
+		}
+		if len(mf.GetMetric()) != 1 {
+			t.Fatalf("%d series", len(mf.GetMetric()))
+		}
+		if hg := mf.GetMetric()[0].GetHistogram(); hg.GetSampleCount() != 1 || hg.GetSampleSum() != 2 {
+			t.Fatalf("histogram count %d sum %g, want 1 and 2", hg.GetSampleCount(), hg.GetSampleSum())
+		}
+		return
+	}
+	t.Fatal("no reroute_attempt_duration_seconds")
+}
