@@ -39,7 +39,9 @@ func (f *fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	off := start.Sub(f.run.start)
 	f.run.mu.Lock()
-	f.run.rec.attempt(int64(off), f.t)
+	if !f.run.sealed {
+		f.run.rec.attempt(int64(off), f.t)
+	}
 	f.run.mu.Unlock()
 	n := f.busy.Add(1)
 	defer f.busy.Add(-1)

@@ -25,7 +25,8 @@ import (
 //
 // A run lasts as long as its scenario: use Options.Requests for a short
 // one. When ctx ends, no new request starts, those in flight are
-// cancelled, and the result covers the requests that were sent.
+// cancelled, and the result covers the requests that were sent and every
+// attempt that reached an upstream, the gateway's last failovers included.
 func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Result, error) {
 	if err := checkBaseline(baseline); err != nil {
 		return nil, err
@@ -129,8 +130,16 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Re
 		o.Progress(h.progress(pol, true))
 	}
 
+	// The result is taken only once everything has stopped. When the load
+	// returns, the gateway may still be failing over requests whose client
+	// has gone (a cancelled run), and an attempt it sends then is recorded
+	// by its upstream during the shutdown: taken before, the result's
+	// totals would miss attempts that its series, which is the recorder's,
+	// goes on to count.
+	h.shutdown()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.sealed = true
 	// The adapter renders every exhaustion alike; the engine's hook knows
 	// the reason.
 	if k := h.rec.reasons[reasonExhausted]; k > 0 {
@@ -173,8 +182,15 @@ type httpRun struct {
 	done   atomic.Int64
 	ok     atomic.Int64
 
-	mu  sync.Mutex // guards rec
+	mu  sync.Mutex // guards rec and sealed
 	rec *recorder
+	// sealed is set when the result has been taken from rec, which then
+	// records nothing more: an upstream handler that outlives the shutdown
+	// (a server closed at its deadline) must not change the result's
+	// series.
+	sealed bool
+
+	shutdownOnce sync.Once
 }
 
 // serve starts an HTTP server for h on a loopback port.
@@ -193,9 +209,17 @@ func (h *httpRun) serve(handler http.Handler) (*http.Server, string, error) {
 }
 
 // shutdown stops everything RunHTTP started, in dependency order, and
-// waits for every goroutine. Idle connections are closed from the client
-// side first, so that no server waits for them.
+// waits for every goroutine; http.Server.Shutdown waits for the handlers
+// too, so every attempt that reached an upstream has been recorded when it
+// returns (unless a server had to be closed at the deadline). Idle
+// connections are closed from the client side first, so that no server
+// waits for them. Only the first call does anything: RunHTTP calls it
+// before taking the result and defers it for its early returns.
 func (h *httpRun) shutdown() {
+	h.shutdownOnce.Do(h.stopAll)
+}
+
+func (h *httpRun) stopAll() {
 	close(h.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

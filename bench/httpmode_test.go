@@ -166,3 +166,39 @@ func TestHTTPModeCapacity(t *testing.T) {
 		t.Errorf("succeeded %d, served %v: want the shed attempts served by the secondary", r.Succeeded, r.ServedByTarget)
 	}
 }
+
+// A run cut short by its context while the gateway is still failing over:
+// the attempts its requests make after the load has stopped reach the
+// upstreams during the shutdown, and the result counts every one of them,
+// in its totals and in its series alike. Each short run ends with up to 32
+// requests between a 503 and their retry; one run rarely has a late
+// attempt, several in a row nearly always do.
+func TestHTTPModeCancelCountsLateAttempts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real time")
+	}
+	sc := mustScenario(t, "late.yaml", doc(
+		"config:",
+		"  model_providers:",
+		"    - model: openai/gpt-4o",
+		"      retry_policy: {on_status_codes: [{codes: [503], strategy: different_provider, max_attempts: 2}]}",
+		"    - model: anthropic/claude-3-5-sonnet",
+		"  engine: {retry_budget: {enabled: false}}",
+		"workload: {model: openai/gpt-4o, requests: 100000, concurrency: 32}",
+		"upstreams:",
+		"  openai/gpt-4o: {latency: {ttfb: 1ms, total: 1ms}, phases: [{status: 503}]}",
+		"  anthropic/claude-3-5-sonnet: {latency: {ttfb: 1ms, total: 2ms}}",
+	))
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		r, err := RunHTTP(ctx, sc, Options{}, BaselineNone)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInvariants(t, r)
+		if t.Failed() {
+			return
+		}
+	}
+}

@@ -79,7 +79,8 @@ func FuzzParse(f *testing.F) {
 }
 
 // FuzzParseRetryAfter: never panics; the wait is never negative and never
-// above the cap; the flags agree with the values.
+// above the cap; the flags agree with the values; a Retry-After of digits
+// alone, however many, is a valid hint.
 func FuzzParseRetryAfter(f *testing.F) {
 	files, err := filepath.Glob("testdata/retry-after/*.http")
 	if err != nil {
@@ -105,6 +106,11 @@ func FuzzParseRetryAfter(f *testing.F) {
 		{429, "retry-after: 1.5"},
 		{503, "retry-after: Sun, 01 Mar 2026 12:01:30 GMT"},
 		{429, "retry-after: 99999999999999999999999"},
+		{429, "retry-after: 1" + strings.Repeat("0", 309)},
+		{503, "retry-after: " + strings.Repeat("9", 400) + ".5"},
+		{429, "x-ms-retry-after-ms: " + strings.Repeat("9", 310)},
+		{429, "x-ratelimit-reset-tokens: " + strings.Repeat("9", 310)},
+		{429, "x-ratelimit-reset-requests: 2562048h"},
 		{429, "retry-after-ms: 1e400\nx-ms-retry-after-ms: 12"},
 		{429, "x-ratelimit-reset-tokens: 2562047h47m16.854775807s"},
 		{429, "anthropic-ratelimit-tokens-reset: 9999-12-31T23:59:59Z"},
@@ -140,5 +146,19 @@ func FuzzParseRetryAfter(f *testing.F) {
 		if (status < 400 || status > 599) && h != (Hint{}) {
 			t.Fatalf("hint on status %d: %+v", status, h)
 		}
+		if ra := mh["Retry-After"]; status >= 400 && status <= 599 && len(mh) == 1 && allDigits(ra) && (!h.Found || h.Malformed) {
+			t.Fatalf("Retry-After %q of digits alone is not a valid hint: %+v", ra, h)
+		}
 	})
+}
+
+// allDigits reports whether there are values and each is a non-empty run
+// of ASCII digits.
+func allDigits(vs []string) bool {
+	for _, v := range vs {
+		if v == "" || strings.Trim(v, "0123456789") != "" {
+			return false
+		}
+	}
+	return len(vs) > 0
 }

@@ -128,6 +128,15 @@ func parseSeconds(v string, unit time.Duration) (time.Duration, bool) {
 	if v == "" || !isNumeric(v) {
 		return 0, false
 	}
+	// Twenty significant integer digits are at least 1e19 units, more than
+	// math.MaxInt64 nanoseconds whatever the unit, so the value saturates
+	// without being parsed. Leaving it to strconv is not enough: from about
+	// 309 digits on ParseFloat reports the value out of range (as +Inf,
+	// with an allocated error), which is not a malformed value but a huge
+	// one.
+	if intDigits(v) >= 20 {
+		return math.MaxInt64, true
+	}
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, false
@@ -154,12 +163,102 @@ func isNumeric(v string) bool {
 	return v != "."
 }
 
+// intDigits counts the significant digits (leading zeros not counted) of
+// the integer part of a string isNumeric admits.
+func intDigits(v string) int {
+	n := 0
+	for i := 0; i < len(v) && v[i] != '.'; i++ {
+		if n > 0 || v[i] != '0' {
+			n++
+		}
+	}
+	return n
+}
+
+// parseGoDuration parses a non-negative Go duration. Like parseSeconds it
+// saturates where time.ParseDuration would report an overflow, which it
+// does with the same error as for a malformed value.
 func parseGoDuration(v string) (time.Duration, bool) {
+	ns, wellFormed := goDurationNanos(v)
+	if wellFormed && ns >= math.MaxInt64 {
+		return math.MaxInt64, true
+	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
+	if err != nil {
+		if wellFormed {
+			// Over the maximum by less than the estimate's rounding: for
+			// a well-formed value, overflow is ParseDuration's only error.
+			return math.MaxInt64, true
+		}
+		return 0, false
+	}
+	if d < 0 {
 		return 0, false
 	}
 	return d, true
+}
+
+// goDurationNanos reports whether v is a Go duration as time.ParseDuration
+// reads it, without a minus sign, and estimates its length in nanoseconds
+// as a float, which reaches math.MaxInt64 instead of overflowing. It does
+// not allocate.
+func goDurationNanos(v string) (float64, bool) {
+	if v != "" && v[0] == '+' {
+		v = v[1:]
+	}
+	if v == "0" {
+		return 0, true
+	}
+	if v == "" {
+		return 0, false
+	}
+	total := 0.0
+	for v != "" {
+		i := 0
+		for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+			i++
+		}
+		num := v[:i]
+		j := i
+		for j < len(v) && !(v[j] >= '0' && v[j] <= '9' || v[j] == '.') {
+			j++
+		}
+		unit := unitNanos(v[i:j])
+		if num == "" || !isNumeric(num) || unit == 0 {
+			return 0, false
+		}
+		v = v[j:]
+		if intDigits(num) >= 20 {
+			total = math.MaxInt64
+			continue
+		}
+		f, err := strconv.ParseFloat(num, 64)
+		if err != nil {
+			return 0, false
+		}
+		total += f * unit
+	}
+	return total, true
+}
+
+// unitNanos is the length of a time.ParseDuration unit in nanoseconds, 0
+// for an unknown unit.
+func unitNanos(u string) float64 {
+	switch u {
+	case "ns":
+		return 1
+	case "us", "\u00b5s", "\u03bcs":
+		return 1e3
+	case "ms":
+		return 1e6
+	case "s":
+		return 1e9
+	case "m":
+		return 60e9
+	case "h":
+		return 3600e9
+	}
+	return 0
 }
 
 func max0(d time.Duration) time.Duration {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bufio"
+	"math"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -44,6 +45,10 @@ func readFixture(t testing.TB, name string) *http.Response {
 }
 
 func found(d time.Duration) Hint { return Hint{Wait: d, Found: true, Uncapped: d} }
+
+// saturated is the hint of a value too large for a time.Duration, capped
+// at cap300.
+var saturated = Hint{Wait: cap300, Found: true, Capped: true, Uncapped: 1<<63 - 1}
 
 func TestParseRetryAfter(t *testing.T) {
 	sec := time.Second
@@ -92,7 +97,17 @@ func TestParseRetryAfter(t *testing.T) {
 		{"capped", 429, hdr("Retry-After", "600"), cap300, Hint{Wait: cap300, Found: true, Capped: true, Uncapped: 600 * sec}},
 		{"at the cap is not capped", 429, hdr("Retry-After", "300"), cap300, found(cap300)},
 		{"capped HTTP-date", 429, hdr("Retry-After", now.Add(24*time.Hour).Format(http.TimeFormat)), cap300, Hint{Wait: cap300, Found: true, Capped: true, Uncapped: 24 * time.Hour}},
-		{"huge value saturates", 429, hdr("Retry-After", "99999999999999999999"), cap300, Hint{Wait: cap300, Found: true, Capped: true, Uncapped: 1<<63 - 1}},
+		{"huge value saturates", 429, hdr("Retry-After", "99999999999999999999"), cap300, saturated},
+		{"309 digits saturate", 429, hdr("Retry-After", "1"+strings.Repeat("0", 308)), cap300, saturated},
+		{"310 digits saturate", 429, hdr("Retry-After", "1"+strings.Repeat("0", 309)), cap300, saturated},
+		{"400 digits saturate", 429, hdr("Retry-After", strings.Repeat("9", 400)), cap300, saturated},
+		{"310 digits with a fraction saturate", 429, hdr("Retry-After", strings.Repeat("9", 310)+".5"), cap300, saturated},
+		{"310 digits saturate without a cap", 429, hdr("Retry-After", strings.Repeat("9", 310)), 0, found(1<<63 - 1)},
+		{"leading zeros are not digits that count", 429, hdr("Retry-After", strings.Repeat("0", 400)+"17"), cap300, found(17 * sec)},
+		{"a long fraction is read", 503, hdr("Retry-After", "1."+strings.Repeat("5", 400)), cap300, found(1555555555 * time.Nanosecond)},
+		{"310-digit retry-after-ms saturates", 429, hdr("retry-after-ms", strings.Repeat("9", 310)), cap300, saturated},
+		{"310-digit x-ms-retry-after-ms saturates", 429, hdr("x-ms-retry-after-ms", strings.Repeat("9", 310)), cap300, saturated},
+		{"310-digit Retry-After next to a small ms header", 429, hdr("Retry-After", strings.Repeat("9", 310), "retry-after-ms", "300"), cap300, saturated},
 		{"no cap", 429, hdr("Retry-After", "86400"), 0, found(24 * time.Hour)},
 
 		// Statuses that carry no hint.
@@ -130,6 +145,15 @@ func TestParseRetryAfter(t *testing.T) {
 		{"reset ignored on 529", 529, hdr("anthropic-ratelimit-requests-remaining", "0", "anthropic-ratelimit-requests-reset", "2026-03-01T12:00:17Z"), cap300, Hint{}},
 		{"malformed reset", 429, hdr("x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", "soon"), cap300, Hint{Malformed: true}},
 		{"negative reset", 429, hdr("x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", "-3s"), cap300, Hint{Malformed: true}},
+		{"reset of 310 bare digits saturates", 429, hdr("x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", strings.Repeat("9", 310)), cap300, saturated},
+		{"reset of 310 digits in hours saturates", 429, hdr("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", strings.Repeat("9", 310)+"h"), cap300, saturated},
+		{"reset at the largest Go duration", 429, hdr("x-ratelimit-reset-tokens", "2562047h47m16.854775807s"), cap300, saturated},
+		{"reset 1 ns over the largest Go duration saturates", 429, hdr("x-ratelimit-reset-tokens", "2562047h47m16.854775808s"), cap300, saturated},
+		{"reset over the largest Go duration saturates", 429, hdr("x-ratelimit-reset-tokens", "2562048h"), cap300, saturated},
+		{"signed reset over the largest Go duration saturates", 429, hdr("x-ratelimit-reset-tokens", "+2562048h1m"), 0, found(1<<63 - 1)},
+		{"negative huge reset", 429, hdr("x-ratelimit-reset-tokens", "-2562048h"), cap300, Hint{Malformed: true}},
+		{"huge reset with an unknown unit", 429, hdr("x-ratelimit-reset-tokens", "2562048d"), cap300, Hint{Malformed: true}},
+		{"huge reset missing a unit", 429, hdr("x-ratelimit-reset-tokens", "2562048h5"), cap300, Hint{Malformed: true}},
 
 		// Anthropic resets are RFC 3339 times.
 		{"Anthropic reset", 429, hdr("anthropic-ratelimit-input-tokens-remaining", "0", "anthropic-ratelimit-input-tokens-reset", "2026-03-01T12:00:17Z"), cap300, found(17 * sec)},
@@ -250,5 +274,57 @@ func TestParseRetryAfterHeaderCase(t *testing.T) {
 	raw := http.Header{"retry-after": {"5"}}
 	if got := ParseRetryAfter(429, raw, now, cap300); got.Found {
 		t.Errorf("non-canonical map key found: %+v; update the documentation", got)
+	}
+}
+
+// TestParseRetryAfterSaturatesWithoutAllocating: a value too large for a
+// time.Duration is well-formed, so it is read without allocating, like any
+// other (strconv and time.ParseDuration allocate the errors they report).
+func TestParseRetryAfterSaturatesWithoutAllocating(t *testing.T) {
+	for _, h := range []http.Header{
+		hdr("Retry-After", strings.Repeat("9", 400)),
+		hdr("X-Ms-Retry-After-Ms", strings.Repeat("9", 310)+".5"),
+		hdr("X-Ratelimit-Reset-Tokens", strings.Repeat("9", 310)),
+		hdr("X-Ratelimit-Reset-Tokens", "2562048h"),
+		hdr("X-Ratelimit-Reset-Tokens", strings.Repeat("9", 310)+"h1m"),
+	} {
+		if got := ParseRetryAfter(429, h, now, cap300); got != saturated {
+			t.Errorf("%v: %+v, want %+v", h, got, saturated)
+		}
+		if n := testing.AllocsPerRun(100, func() { ParseRetryAfter(429, h, now, cap300) }); n != 0 {
+			t.Errorf("%v: %v allocations", h, n)
+		}
+	}
+}
+
+// TestGoDurationNanos checks the syntax check and estimate behind
+// parseGoDuration against time.ParseDuration: every value it calls
+// well-formed, ParseDuration parses or reports as an overflow, to about
+// the same length; every value it refuses, ParseDuration refuses or reads
+// as negative.
+func TestGoDurationNanos(t *testing.T) {
+	for _, v := range []string{
+		"0", "+0", "5s", "+5s", "1.s", ".5s", "1.5h", "2m59.56s", "12ms", "7us", "7\u00b5s", "7\u03bcs", "3ns",
+		"1h1h", "0s", "000000000000000000000000001s", "1." + strings.Repeat("9", 40) + "ms",
+		"2562047h47m16.854775807s",
+		"", "+", "-", "-5s", "-0", "5", "s", ".s", "1..5s", "5d", "5 s", "5s ", "1h5", "++5s", "h5s", "5sm",
+	} {
+		ns, ok := goDurationNanos(v)
+		d, err := time.ParseDuration(v)
+		switch {
+		case ok && err != nil:
+			t.Errorf("%q: well-formed to goDurationNanos, refused by ParseDuration: %v", v, err)
+		case ok && math.Abs(ns-float64(d)) > 1e-9*float64(d)+1:
+			t.Errorf("%q: estimate %v ns, ParseDuration %v", v, ns, d)
+		case !ok && err == nil && d >= 0 && !strings.HasPrefix(v, "-"):
+			t.Errorf("%q: refused by goDurationNanos, ParseDuration reads %v", v, d)
+		}
+	}
+	for _, v := range []string{"2562047h47m16.854775808s", "2562048h", "+2562048h", strings.Repeat("9", 20) + "ns", "1h" + strings.Repeat("9", 310) + "m"} {
+		ns, ok := goDurationNanos(v)
+		_, err := time.ParseDuration(v)
+		if !ok || ns < float64(math.MaxInt64) || err == nil {
+			t.Errorf("%q: goDurationNanos %v, %v; ParseDuration error %v; want an overflow both agree on", v, ns, ok, err)
+		}
 	}
 }
