@@ -26,7 +26,7 @@ func TestHTTPMode(t *testing.T) {
 		"        on_timeout: {strategy: different_provider, max_attempts: 3}",
 		"    - model: anthropic/claude-3-5-sonnet",
 		"    - model: google/gemini-1.5-pro",
-		"  engine: {timeouts: {attempt: 300ms}}",
+		"  engine: {timeouts: {attempt: 1s}}", // long enough that a CPU stall of the test machine is not an upstream timeout
 		"workload: {model: openai/gpt-4o, requests: 300, rate: 250, timeout: 5s}",
 		"upstreams:",
 		"  openai/gpt-4o:",
