@@ -55,14 +55,26 @@ type sseReader struct {
 	ev   []byte // raw bytes of the current event; valid until the next call
 	data []byte // its data lines joined with "\n"
 	line []byte // a line longer than the bufio buffer, assembled
+	// rest: the last call returned a malformed line before the end of its
+	// event; the next call discards the rest of that event first, so that
+	// a caller that skips malformed events resumes at the next one.
+	rest bool
 }
 
 // next reads one event. raw is valid until the next call; data is the
 // joined payload. At a clean end of the body it returns io.EOF; a body cut
 // inside an event gives io.ErrUnexpectedEOF; a grammar violation a
-// *malformedError. "data: [DONE]" is accepted without its closing blank
-// line.
+// *malformedError, after which the next call goes on with the following
+// event (a line that is not a field makes the rest of its event, up to its
+// blank line, part of the malformed one). "data: [DONE]" is accepted
+// without its closing blank line.
 func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
+	if r.rest {
+		r.rest = false
+		if err := r.discard(); err != nil {
+			return 0, nil, nil, err
+		}
+	}
 	r.ev, r.data = r.ev[:0], r.data[:0]
 	var (
 		fields, comments bool
@@ -106,6 +118,7 @@ func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
 				name = string(value)
 			case "id", "retry":
 			default:
+				r.rest = rerr == nil
 				return 0, nil, nil, &malformedError{"a line that is not an SSE field"}
 			}
 			fields = true
@@ -129,7 +142,9 @@ func (r *sseReader) dispatch(name string, nData int) (eventKind, []byte, []byte,
 	switch {
 	case name == "ping":
 		return evNoise, r.ev, r.data, nil
-	case nData == 0 && name == "error":
+	case name == "error":
+		// Named an error by the upstream: an error whatever its payload
+		// holds, never a malformed event to skip.
 		return evError, r.ev, r.data, nil
 	case nData == 0:
 		// id or retry alone: no payload to deliver, not a token.
@@ -140,7 +155,7 @@ func (r *sseReader) dispatch(name string, nData int) (eventKind, []byte, []byte,
 	if !json.Valid(r.data) {
 		return 0, nil, nil, &malformedError{"data that is not JSON"}
 	}
-	if name == "error" || hasErrorMember(r.data) {
+	if hasErrorMember(r.data) {
 		return evError, r.ev, r.data, nil
 	}
 	return evData, r.ev, r.data, nil
@@ -164,6 +179,28 @@ func hasErrorMember(data []byte) bool {
 		}
 	}
 	return false
+}
+
+// discard reads up to the blank line that ends the current event, or to a
+// clean end of the body (io.EOF), holding nothing. Like an event it is
+// bounded: more than MaxEventBytes without a blank line is too large.
+func (r *sseReader) discard() error {
+	n := 0
+	for {
+		line, err := r.readLine()
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if n += len(line); n > MaxEventBytes {
+			return &tooLargeError{"an event longer than 16 MiB"}
+		}
+		if err == io.EOF {
+			return io.EOF
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return nil
+		}
+	}
 }
 
 // readLine returns the next line with its terminator, or the final
