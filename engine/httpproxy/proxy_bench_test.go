@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net/http"
@@ -187,5 +188,41 @@ func BenchmarkStreamRelay(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/events, "ns/event")
 			})
 		}
+	}
+}
+
+// BenchmarkStreamEvent is the relay's own work per event, without sockets:
+// reading one chunk of an in-memory stream with the SSE reader ("read"),
+// and that plus following its choices' finish_reasons, as the relay does
+// for every chunk ("read+ends").
+func BenchmarkStreamEvent(b *testing.B) {
+	ev := []byte(chunk("gpt-4o-2024-08-06", " token"))
+	stream := bytes.Repeat(ev, 256)
+	for _, ends := range []bool{false, true} {
+		name := "read"
+		if ends {
+			name = "read+ends"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(ev)))
+			src := bytes.NewReader(stream)
+			r := &sseReader{br: bufio.NewReaderSize(src, 8<<10)}
+			var c choiceEnds
+			for b.Loop() {
+				_, _, data, err := r.next()
+				if err == io.EOF {
+					src.Reset(stream)
+					r.br.Reset(src)
+					_, _, data, err = r.next()
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if ends {
+					c.observe(data)
+				}
+			}
+		})
 	}
 }

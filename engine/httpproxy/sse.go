@@ -31,6 +31,16 @@ const (
 // the stream with ErrStreamTooLarge.
 const MaxEventBytes = 16 << 20
 
+// MaxMalformedEvents is how many malformed events (a data payload that is
+// not JSON, a line that is not an SSE field) a stream may carry after
+// commit: each is skipped, not relayed, and the stream goes on; the next
+// one ends it with the in-band upstream_stream_malformed event. The bound
+// is on the damage, not on a proportion: a skipped event is a chunk the
+// client never sees, so a stream missing more than a few is no longer the
+// answer the upstream meant, however long it is
+// (docs/gateway.md#tolerated-stream-oddities).
+const MaxMalformedEvents = 8
+
 // tooLargeError is a stream that exceeded one of the handler's bounds.
 type tooLargeError struct{ what string }
 
@@ -90,7 +100,7 @@ func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
 			return 0, nil, nil, &tooLargeError{"an event longer than 16 MiB"}
 		}
 		r.ev = append(r.ev, line...)
-		content := bytes.TrimRight(line, "\r\n")
+		content := trimEOL(line)
 		switch {
 		case len(content) == 0 && len(line) > 0:
 			// A blank line ends an event.
@@ -197,10 +207,21 @@ func (r *sseReader) discard() error {
 		if err == io.EOF {
 			return io.EOF
 		}
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+		if len(trimEOL(line)) == 0 {
 			return nil
 		}
 	}
+}
+
+// trimEOL drops the line's terminator (LF or CRLF, and any run of them).
+// It is bytes.TrimRight(line, "\r\n") without building a cutset for every
+// line of every event.
+func trimEOL(line []byte) []byte {
+	n := len(line)
+	for n > 0 && (line[n-1] == '\n' || line[n-1] == '\r') {
+		n--
+	}
+	return line[:n]
 }
 
 // readLine returns the next line with its terminator, or the final
