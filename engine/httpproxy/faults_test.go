@@ -778,3 +778,41 @@ model_providers:
 		t.Errorf("engine failures = %d, want 0: the gateway ended the stream", n)
 	}
 }
+
+// A body that is not a stream and is cut halfway is a failed attempt,
+// retried before anything reaches the client: the client gets the
+// fallback's answer and 200, whether the cut body had a content-length or
+// was chunked.
+func TestCutBodyFailsOver(t *testing.T) {
+	t.Parallel()
+	body := completion("gpt-4o")
+	tests := []struct {
+		name    string
+		primary reply
+	}{
+		{"content-length", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", itoa(len(body)))
+			io.WriteString(w, body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+		{"chunked", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, twoTargets(timeoutPolicy), map[string][]reply{gpt: {tt.primary}})
+			resp, answer := f.call(chatBody("gpt-4o"))
+			if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != claude || answer != completion("claude-3-5-sonnet") {
+				t.Errorf("status %d, target %q, body %s; want the fallback's answer", resp.StatusCode, resp.Header.Get("X-Reroute-Target"), answer)
+			}
+			f.wantCalls(map[string]int{gpt: 1, claude: 1})
+		})
+	}
+}
