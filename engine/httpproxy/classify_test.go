@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -160,5 +161,33 @@ func TestSSEReader(t *testing.T) {
 				t.Errorf("end = %v, want %v", err, tt.end)
 			}
 		})
+	}
+}
+
+// After a malformed event the reader goes on with the next one: a line
+// that is not a field takes the rest of its event with it.
+func TestSSEReaderResumesAfterMalformed(t *testing.T) {
+	in := "data: {\"a\":1}\n\n<html>\n<body>\n\ndata: {\"b\":2}\n\ndata: {\"c\"\n\ndata: {\"d\":4}\nno field\n\ndata: [DONE]\n\n"
+	r := &sseReader{br: bufio.NewReaderSize(strings.NewReader(in), 4096)}
+	var got []string
+	for {
+		kind, raw, _, err := r.next()
+		if err == io.EOF {
+			break
+		}
+		switch {
+		case isMalformed(err):
+			got = append(got, "malformed")
+		case err != nil:
+			t.Fatalf("after %q: %v", got, err)
+		case kind == evDone:
+			got = append(got, "done")
+		default:
+			got = append(got, string(raw))
+		}
+	}
+	want := []string{"data: {\"a\":1}\n\n", "malformed", "data: {\"b\":2}\n\n", "malformed", "malformed", "done"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %q\nwant %q", got, want)
 	}
 }

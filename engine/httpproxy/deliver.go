@@ -116,11 +116,14 @@ func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attem
 
 // relay delivers a stream: the events held up to the first one, then each
 // event as it arrives, flushed when no more input is buffered. It ends at
-// [DONE]. A failure after commit (a cut, a stall past the idle timeout, a
-// malformed event, an end without [DONE]) is reported to the engine with
-// Result.End and to the client as an in-band error event, after which the
-// stream is closed without [DONE]. An error event of the upstream's own is
-// relayed as it was sent and ends the stream the same way.
+// [DONE], or at a clean end of the body after every choice's finish_reason
+// (choiceEnds), with a [DONE] added. Up to MaxMalformedEvents malformed
+// events are skipped. A failure after commit (a cut, a stall past the idle
+// timeout, one malformed event too many, any other end without [DONE]) is
+// reported to the engine with Result.End and to the client as an in-band
+// error event, after which the stream is closed without [DONE]. An error
+// event of the upstream's own is relayed as it was sent and ends the
+// stream the same way.
 func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(at.resp.StatusCode)
@@ -141,10 +144,23 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 	// EndStreams cancels the upstream request, which ends the read below.
 	defer context.AfterFunc(rq.h.ending, func() { at.cancel(errEndStreams) })()
 	for {
-		kind, raw, _, err := at.sse.next()
+		kind, raw, data, err := at.sse.next()
 		if err != nil {
 			if rq.r.Context().Err() != nil {
 				return // the client has gone; the upstream is not to blame
+			}
+			if isMalformed(err) && rq.skipMalformed(at, err) {
+				continue
+			}
+			if err == io.EOF && at.ends.complete() && context.Cause(at.ctx) == nil {
+				// A complete answer without [DONE]: the client gets the
+				// [DONE] the upstream left out.
+				rq.logStreamEnd(at, "reroute upstream stream ended without [DONE] after its finish_reason; delivered as complete")
+				if _, err := w.Write([]byte(done)); err == nil {
+					_ = rc.Flush()
+				}
+				res.End(time.Since(at.start), nil)
+				return
 			}
 			err = rq.streamErr(at, err, ErrStreamCut)
 			if err == errEndStreams {
@@ -160,6 +176,9 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 		}
 		if kind != evNoise {
 			at.wd.arm(PhaseIdle, at.t.limits.Idle)
+		}
+		if kind == evData {
+			at.ends.observe(data)
 		}
 		if _, err := w.Write(raw); err != nil {
 			return
@@ -178,6 +197,38 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 			rq.logCommitFailure(at, ErrStreamError)
 			return
 		}
+	}
+}
+
+// done is the end of an OpenAI-style stream, as the client gets it.
+const done = "data: [DONE]\n\n"
+
+// skipMalformed counts a malformed event of a committed stream and reports
+// whether the relay skips it and goes on: it does for the first
+// MaxMalformedEvents of them. The event is not relayed; a malformed event
+// is not a token either, so the idle timer keeps running.
+func (rq *request) skipMalformed(at *attempt, err error) bool {
+	at.malformed++
+	if f := rq.h.opts.hooks.Malformed; f != nil {
+		f(at.t.id)
+	}
+	if at.malformed > MaxMalformedEvents {
+		return false
+	}
+	if rq.h.debug {
+		rq.h.log.Debug("reroute skipped a malformed stream event",
+			zap.String("request_id", rq.id), zap.String("target", at.t.id),
+			zap.Int("malformed", at.malformed), zap.Error(err))
+	}
+	return true
+}
+
+// logStreamEnd logs, at debug, a stream that ended well in a way worth
+// knowing about.
+func (rq *request) logStreamEnd(at *attempt, msg string) {
+	if rq.h.debug {
+		rq.h.log.Debug(msg, zap.String("request_id", rq.id), zap.String("target", at.t.id),
+			zap.Duration("elapsed", time.Since(at.start)))
 	}
 }
 

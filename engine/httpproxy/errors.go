@@ -11,12 +11,14 @@ import (
 // them. A stall or an attempt deadline arrives as a *TimeoutError instead.
 var (
 	// ErrStreamIncomplete: the upstream ended the stream without
-	// "data: [DONE]".
+	// "data: [DONE]" before every choice had its finish_reason (a clean
+	// end after them is a complete answer).
 	ErrStreamIncomplete = errors.New("reroute/httpproxy: upstream stream ended without [DONE]")
 	// ErrStreamCut: the upstream connection failed inside the stream.
 	ErrStreamCut = errors.New("reroute/httpproxy: upstream stream cut")
 	// ErrStreamMalformed: the upstream sent something that is not a
-	// chat completion SSE event.
+	// chat completion SSE event: as the first event, or after commit one
+	// more than MaxMalformedEvents.
 	ErrStreamMalformed = errors.New("reroute/httpproxy: malformed upstream stream")
 	// ErrStreamError: the upstream reported an error inside the stream.
 	// Its event is relayed to the client as it was sent.
@@ -120,9 +122,9 @@ func streamErrorMessage(err error) string {
 	case errors.As(err, &te):
 		return "The upstream stream stalled for more than " + te.Limit.String() + "; the answer is incomplete."
 	case errors.Is(err, ErrStreamIncomplete):
-		return "The upstream stream ended without [DONE]; the answer may be incomplete."
+		return "The upstream stream ended without [DONE] before every choice had its finish_reason; the answer may be incomplete."
 	case errors.Is(err, ErrStreamMalformed):
-		return "The upstream sent a malformed stream; the answer is incomplete."
+		return "The upstream sent more than " + strconv.Itoa(MaxMalformedEvents) + " malformed events; the answer is incomplete."
 	case errors.Is(err, ErrStreamTooLarge):
 		return "The upstream sent an event larger than this gateway's limit of " + strconv.Itoa(MaxEventBytes) + " bytes; the answer is incomplete."
 	case errors.Is(err, errEndStreams):

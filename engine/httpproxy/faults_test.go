@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,14 +157,33 @@ func TestFaultsAfterCommit(t *testing.T) {
 			code: "upstream_idle_timeout",
 		},
 		{
-			name:    "a malformed line",
-			primary: func(<-chan struct{}) reply { return sse(nil, first[0], first[1], "this is not SSE\n\n", done) },
-			code:    "upstream_stream_malformed",
+			name: "more malformed lines than MaxMalformedEvents",
+			primary: func(<-chan struct{}) reply {
+				return sse(nil, first[0], first[1], strings.Repeat("this is not SSE\n\n", MaxMalformedEvents+1), done)
+			},
+			code: "upstream_stream_malformed",
 		},
 		{
-			name:    "data that is not JSON",
-			primary: func(<-chan struct{}) reply { return sse(nil, first[0], first[1], "data: {\"choices\": [\n\n", done) },
-			code:    "upstream_stream_malformed",
+			name: "more data that is not JSON than MaxMalformedEvents",
+			primary: func(<-chan struct{}) reply {
+				return sse(nil, first[0], first[1], strings.Repeat("data: {\"choices\": [\n\n", MaxMalformedEvents+1), done)
+			},
+			code: "upstream_stream_malformed",
+		},
+		{
+			// A finish_reason makes a stream without [DONE] complete;
+			// a cut after it is still a cut.
+			name:    "a stream cut after its finish_reason",
+			primary: func(<-chan struct{}) reply { return cut(sse(nil, first[0], first[1], finish("gpt-4o", 0))) },
+			code:    "upstream_stream_cut",
+		},
+		{
+			name:     "a stall past idle after the finish_reason",
+			timeouts: `{idle: 200ms}`,
+			primary: func(gate <-chan struct{}) reply {
+				return sse(gate, first[0], first[1], finish("gpt-4o", 0), "", done)
+			},
+			code: "upstream_idle_timeout",
 		},
 		{
 			name: "an event longer than MaxEventBytes",
@@ -211,7 +232,7 @@ model_providers:
 			if !strings.HasPrefix(answer, first[0]+first[1]) {
 				t.Fatalf("stream = %q: want the two events first", answer)
 			}
-			rest := answer[len(first[0]+first[1]):]
+			rest := strings.TrimPrefix(answer[len(first[0]+first[1]):], finish("gpt-4o", 0))
 			if strings.Contains(answer, "data: [DONE]") || strings.Contains(answer, "not SSE") {
 				t.Errorf("stream = %q: no [DONE], no malformed bytes", answer)
 			}
@@ -230,6 +251,124 @@ model_providers:
 				t.Errorf("engine failures of %s = %d, want 1 (Result.End)", gpt, n)
 			}
 		})
+	}
+}
+
+// A stream that ends cleanly without [DONE] after every choice's
+// finish_reason is a complete answer: the client gets every event and the
+// [DONE] the upstream left out, no error event, and the target no failure.
+// Without a finish_reason for every choice index seen it stays a cut.
+func TestStreamWithoutDone(t *testing.T) {
+	t.Parallel()
+	const m = "gpt-4o"
+	usage := streamOf(m)[0]
+	tests := []struct {
+		name     string
+		events   []string
+		complete bool
+	}{
+		{"the finish_reason chunk, then the end", []string{chunk(m, "Hel"), chunk(m, "lo"), finish(m, 0)}, true},
+		{"the finish_reason chunk, a usage chunk, then the end", []string{chunk(m, "Hel"), finish(m, 0), usage}, true},
+		{"a finish_reason in the first and only event", []string{finish(m, 0)}, true},
+		{"n=2, both choices finished", []string{choiceChunk(m, 0, "a"), choiceChunk(m, 1, "b"), finish(m, 1), finish(m, 0)}, true},
+		{"n=2, one choice unfinished", []string{choiceChunk(m, 0, "a"), choiceChunk(m, 1, "b"), finish(m, 0)}, false},
+		{"no finish_reason", []string{chunk(m, "Hel"), chunk(m, "lo"), usage}, false},
+		{"an empty finish_reason is none", []string{chunk(m, "Hel"), strings.Replace(finish(m, 0), `"stop"`, `""`, 1)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, twoTargets(timeoutPolicy), map[string][]reply{gpt: {sse(nil, tt.events...)}})
+			resp, answer := f.call(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+			events := strings.Join(tt.events, "")
+			if resp.StatusCode != 200 || !strings.HasPrefix(answer, events) {
+				t.Fatalf("status %d, stream %q: want the upstream's events first", resp.StatusCode, answer)
+			}
+			rest, failures := answer[len(events):], f.failures(gpt)
+			switch {
+			case tt.complete && (rest != done || failures != 0):
+				t.Errorf("after the events: %q, engine failures %d; want [DONE] alone and no failure", rest, failures)
+			case !tt.complete && (!strings.Contains(rest, `"code":"upstream_stream_incomplete"`) || strings.Contains(rest, done) || failures != 1):
+				t.Errorf("after the events: %q, engine failures %d; want the upstream_stream_incomplete event and one failure", rest, failures)
+			}
+			f.wantCalls(map[string]int{gpt: 1, claude: 0})
+		})
+	}
+}
+
+// A few malformed events in an otherwise healthy stream are skipped: the
+// client gets every other event and the [DONE], the target no failure, and
+// each skipped event is counted (StreamHooks.Malformed) and logged at debug
+// with the target and the request id.
+func TestMalformedEventsSkipped(t *testing.T) {
+	t.Parallel()
+	const m = "gpt-4o"
+	var good []string
+	for i := range 60 {
+		good = append(good, chunk(m, "t"+itoa(i)))
+	}
+	good = append(good, finish(m, 0))
+	truncated := `data: {"id":"chatcmpl-9zX1","object":"chat.completion.chunk","created":1767225600,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"lo` + "\n\n"
+	notSSE := "<html>\n<body>502</body>\n\n"
+	tests := []struct {
+		name   string
+		events []string // the upstream's
+		bad    int      // malformed among them
+	}{
+		{"truncated JSON after 10 tokens", slices.Concat(good[:10], []string{truncated}, good[10:], []string{done}), 1},
+		{"lines that are not SSE fields, with their event", slices.Concat(good[:10], []string{notSSE, "data: {\"a\":1}\nnot a field\n\n"}, good[10:], []string{done}), 2},
+		{"MaxMalformedEvents of them, then an end without [DONE]", slices.Concat(good[:30], slices.Repeat([]string{truncated}, MaxMalformedEvents), good[30:]), MaxMalformedEvents},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			core, logs := observer.New(zap.DebugLevel)
+			var mu sync.Mutex
+			var counted []string
+			hooks := StreamHooks{Malformed: func(target string) {
+				mu.Lock()
+				defer mu.Unlock()
+				counted = append(counted, target)
+			}}
+			f := newFixture(t, twoTargets(timeoutPolicy), map[string][]reply{gpt: {sse(nil, tt.events...)}},
+				WithLogger(zap.New(core)), WithStreamHooks(hooks))
+			resp, answer := f.call(`{"model":"gpt-4o","stream":true,"messages":[]}`, "X-Request-Id", "req-malformed-1")
+			if want := strings.Join(good, "") + done; resp.StatusCode != 200 || answer != want {
+				t.Errorf("status %d, stream %q\nwant every good event and [DONE] alone", resp.StatusCode, answer)
+			}
+			if n := f.failures(gpt); n != 0 {
+				t.Errorf("engine failures = %d, want 0", n)
+			}
+			mu.Lock()
+			if len(counted) != tt.bad || (tt.bad > 0 && counted[0] != gpt) {
+				t.Errorf("Malformed called with %q, want %s %d times", counted, gpt, tt.bad)
+			}
+			mu.Unlock()
+			entries := logs.FilterMessage("reroute skipped a malformed stream event").All()
+			if len(entries) != tt.bad {
+				t.Fatalf("logged %d skipped events, want %d", len(entries), tt.bad)
+			}
+			if fields := entries[0].ContextMap(); entries[0].Level != zap.DebugLevel || fields["target"] != gpt || fields["request_id"] != "req-malformed-1" {
+				t.Errorf("log entry %v %v", entries[0].Level, fields)
+			}
+			f.wantCalls(map[string]int{gpt: 1, claude: 0})
+		})
+	}
+}
+
+// An event the upstream names "error" is its error whatever its payload:
+// after commit it is relayed and ends the stream, never skipped as
+// malformed.
+func TestNamedErrorEventIsNotSkipped(t *testing.T) {
+	t.Parallel()
+	events := []string{chunk("gpt-4o", "Partial"), "event: error\ndata: overloaded\n\n"}
+	f := newFixture(t, twoTargets(timeoutPolicy), map[string][]reply{gpt: {sse(nil, append(events, finish("gpt-4o", 0), done)...)}})
+	resp, answer := f.call(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+	if resp.StatusCode != 200 || answer != strings.Join(events, "") {
+		t.Errorf("status %d, stream %q: want the events up to the upstream's error, as sent", resp.StatusCode, answer)
+	}
+	if n := f.failures(gpt); n != 1 {
+		t.Errorf("engine failures = %d, want 1", n)
 	}
 }
 
@@ -637,5 +776,43 @@ model_providers:
 	}
 	if n := f.failures(gpt); n != 0 {
 		t.Errorf("engine failures = %d, want 0: the gateway ended the stream", n)
+	}
+}
+
+// A body that is not a stream and is cut halfway is a failed attempt,
+// retried before anything reaches the client: the client gets the
+// fallback's answer and 200, whether the cut body had a content-length or
+// was chunked.
+func TestCutBodyFailsOver(t *testing.T) {
+	t.Parallel()
+	body := completion("gpt-4o")
+	tests := []struct {
+		name    string
+		primary reply
+	}{
+		{"content-length", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", itoa(len(body)))
+			io.WriteString(w, body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+		{"chunked", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, twoTargets(timeoutPolicy), map[string][]reply{gpt: {tt.primary}})
+			resp, answer := f.call(chatBody("gpt-4o"))
+			if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != claude || answer != completion("claude-3-5-sonnet") {
+				t.Errorf("status %d, target %q, body %s; want the fallback's answer", resp.StatusCode, resp.Header.Get("X-Reroute-Target"), answer)
+			}
+			f.wantCalls(map[string]int{gpt: 1, claude: 1})
+		})
 	}
 }

@@ -310,7 +310,18 @@ func chunk(model, content string) string {
 		`","choices":[{"index":0,"delta":{"content":"` + content + `"},"finish_reason":null}],"usage":null}` + "\n\n"
 }
 
-const done = "data: [DONE]\n\n"
+// choiceChunk is a chunk carrying content for choice index (n > 1).
+func choiceChunk(model string, index int, content string) string {
+	return `data: {"id":"chatcmpl-9zX1","object":"chat.completion.chunk","created":1767225600,"model":"` + model +
+		`","choices":[{"index":` + itoa(index) + `,"delta":{"content":"` + content + `"},"finish_reason":null}],"usage":null}` + "\n\n"
+}
+
+// finish is the last chunk of choice index: an empty delta and
+// finish_reason "stop".
+func finish(model string, index int) string {
+	return `data: {"id":"chatcmpl-9zX1","object":"chat.completion.chunk","created":1767225600,"model":"` + model +
+		`","choices":[{"index":` + itoa(index) + `,"delta":{},"finish_reason":"stop"}],"usage":null}` + "\n\n"
+}
 
 // streamOf is a complete stream of model: chunks, a usage chunk, [DONE].
 func streamOf(model string, contents ...string) []string {

@@ -42,6 +42,7 @@ type options struct {
 	maxResponse           int64
 	contentPolicyFailover bool
 	contextLengthFailover bool
+	hooks                 StreamHooks
 }
 
 func defaultOptions() options {
@@ -165,6 +166,24 @@ func WithContentPolicyFailover(on bool) Option {
 // client at once, as the upstream sent it.
 func WithContextLengthFailover(on bool) Option {
 	return func(o *options) { o.contextLengthFailover = on }
+}
+
+// StreamHooks are optional callbacks about the streams the handler
+// relays, for a host to export as metrics. A nil field is skipped. They
+// run on the goroutine serving the request and must be quick and safe for
+// concurrent use.
+type StreamHooks struct {
+	// Malformed is called with the target's id once for every malformed
+	// event of a stream after commit: each one skipped, and the one past
+	// MaxMalformedEvents that ends the stream
+	// (docs/gateway.md#tolerated-stream-oddities). A malformed first
+	// event is a failed attempt instead, seen in the engine's hooks.
+	Malformed func(target string)
+}
+
+// WithStreamHooks sets the stream hooks; the default has none.
+func WithStreamHooks(h StreamHooks) Option {
+	return func(o *options) { o.hooks = h }
 }
 
 // connectKey carries an attempt's connect timeout to the default

@@ -31,13 +31,15 @@ type attempt struct {
 	start  time.Time
 	resp   *http.Response
 
-	held     []byte // the buffered body, or a stream's events up to the first
-	rest     bool   // a body too large to buffer: resp.Body holds the rest
-	stream   bool
-	sse      *sseReader
-	done     bool // the stream's first event was [DONE]
-	errEvent bool // the stream's first event was an error
-	released bool
+	held      []byte // the buffered body, or a stream's events up to the first
+	rest      bool   // a body too large to buffer: resp.Body holds the rest
+	stream    bool
+	sse       *sseReader
+	done      bool       // the stream's first event was [DONE]
+	errEvent  bool       // the stream's first event was an error
+	ends      choiceEnds // a stream's choices and their finish_reasons so far
+	malformed int        // malformed events skipped after commit
+	released  bool
 }
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
@@ -192,6 +194,8 @@ func (rq *request) firstEvent(at *attempt, o policy.Outcome) policy.Outcome {
 		switch kind {
 		case evNoise:
 			continue
+		case evData:
+			at.ends.observe(data)
 		case evDone:
 			at.done = true
 		case evError:

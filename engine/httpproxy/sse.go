@@ -31,6 +31,16 @@ const (
 // the stream with ErrStreamTooLarge.
 const MaxEventBytes = 16 << 20
 
+// MaxMalformedEvents is how many malformed events (a data payload that is
+// not JSON, a line that is not an SSE field) a stream may carry after
+// commit: each is skipped, not relayed, and the stream goes on; the next
+// one ends it with the in-band upstream_stream_malformed event. The bound
+// is on the damage, not on a proportion: a skipped event is a chunk the
+// client never sees, so a stream missing more than a few is no longer the
+// answer the upstream meant, however long it is
+// (docs/gateway.md#tolerated-stream-oddities).
+const MaxMalformedEvents = 8
+
 // tooLargeError is a stream that exceeded one of the handler's bounds.
 type tooLargeError struct{ what string }
 
@@ -55,14 +65,26 @@ type sseReader struct {
 	ev   []byte // raw bytes of the current event; valid until the next call
 	data []byte // its data lines joined with "\n"
 	line []byte // a line longer than the bufio buffer, assembled
+	// rest: the last call returned a malformed line before the end of its
+	// event; the next call discards the rest of that event first, so that
+	// a caller that skips malformed events resumes at the next one.
+	rest bool
 }
 
 // next reads one event. raw is valid until the next call; data is the
 // joined payload. At a clean end of the body it returns io.EOF; a body cut
 // inside an event gives io.ErrUnexpectedEOF; a grammar violation a
-// *malformedError. "data: [DONE]" is accepted without its closing blank
-// line.
+// *malformedError, after which the next call goes on with the following
+// event (a line that is not a field makes the rest of its event, up to its
+// blank line, part of the malformed one). "data: [DONE]" is accepted
+// without its closing blank line.
 func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
+	if r.rest {
+		r.rest = false
+		if err := r.discard(); err != nil {
+			return 0, nil, nil, err
+		}
+	}
 	r.ev, r.data = r.ev[:0], r.data[:0]
 	var (
 		fields, comments bool
@@ -78,7 +100,7 @@ func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
 			return 0, nil, nil, &tooLargeError{"an event longer than 16 MiB"}
 		}
 		r.ev = append(r.ev, line...)
-		content := bytes.TrimRight(line, "\r\n")
+		content := trimEOL(line)
 		switch {
 		case len(content) == 0 && len(line) > 0:
 			// A blank line ends an event.
@@ -106,6 +128,7 @@ func (r *sseReader) next() (kind eventKind, raw, data []byte, err error) {
 				name = string(value)
 			case "id", "retry":
 			default:
+				r.rest = rerr == nil
 				return 0, nil, nil, &malformedError{"a line that is not an SSE field"}
 			}
 			fields = true
@@ -129,7 +152,9 @@ func (r *sseReader) dispatch(name string, nData int) (eventKind, []byte, []byte,
 	switch {
 	case name == "ping":
 		return evNoise, r.ev, r.data, nil
-	case nData == 0 && name == "error":
+	case name == "error":
+		// Named an error by the upstream: an error whatever its payload
+		// holds, never a malformed event to skip.
 		return evError, r.ev, r.data, nil
 	case nData == 0:
 		// id or retry alone: no payload to deliver, not a token.
@@ -140,7 +165,7 @@ func (r *sseReader) dispatch(name string, nData int) (eventKind, []byte, []byte,
 	if !json.Valid(r.data) {
 		return 0, nil, nil, &malformedError{"data that is not JSON"}
 	}
-	if name == "error" || hasErrorMember(r.data) {
+	if hasErrorMember(r.data) {
 		return evError, r.ev, r.data, nil
 	}
 	return evData, r.ev, r.data, nil
@@ -164,6 +189,39 @@ func hasErrorMember(data []byte) bool {
 		}
 	}
 	return false
+}
+
+// discard reads up to the blank line that ends the current event, or to a
+// clean end of the body (io.EOF), holding nothing. Like an event it is
+// bounded: more than MaxEventBytes without a blank line is too large.
+func (r *sseReader) discard() error {
+	n := 0
+	for {
+		line, err := r.readLine()
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if n += len(line); n > MaxEventBytes {
+			return &tooLargeError{"an event longer than 16 MiB"}
+		}
+		if err == io.EOF {
+			return io.EOF
+		}
+		if len(trimEOL(line)) == 0 {
+			return nil
+		}
+	}
+}
+
+// trimEOL drops the line's terminator (LF or CRLF, and any run of them).
+// It is bytes.TrimRight(line, "\r\n") without building a cutset for every
+// line of every event.
+func trimEOL(line []byte) []byte {
+	n := len(line)
+	for n > 0 && (line[n-1] == '\n' || line[n-1] == '\r') {
+		n--
+	}
+	return line[:n]
 }
 
 // readLine returns the next line with its terminator, or the final
