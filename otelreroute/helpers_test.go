@@ -173,7 +173,7 @@ func (g *gateway) post(body string, header ...string) (int, string) {
 func attrs(kvs []attribute.KeyValue) []string {
 	out := make([]string, 0, len(kvs))
 	for _, kv := range kvs {
-		out = append(out, fmt.Sprintf("%s=%s", kv.Key, kv.Value.Emit()))
+		out = append(out, fmt.Sprintf("%s=%s", kv.Key, kv.Value.String()))
 	}
 	slices.Sort(out)
 	return out

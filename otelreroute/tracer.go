@@ -148,7 +148,10 @@ func requestErrorType(err error) string {
 // if call is. The shape is what httpproxy.WithCallWrapper takes.
 //
 // An attempt whose context carries no recording span is not traced: call
-// is called as it is.
+// is called as it is. Under a span StartRequest did not make, attempts
+// carry no reroute.wait_ms or reroute.retry.* (the request's previous
+// attempt is not known) and are classified with their own target's retry
+// policy instead of the primary's.
 func (t *Tracer) WrapCall(call engine.Call) engine.Call {
 	return func(ctx context.Context, a engine.Attempt) policy.Outcome {
 		if !trace.SpanFromContext(ctx).IsRecording() {

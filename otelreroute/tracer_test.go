@@ -215,12 +215,12 @@ model_providers:
 	for _, s := range spans {
 		values = append(values, s.Name, s.Status.Description)
 		for _, kv := range s.Attributes {
-			values = append(values, string(kv.Key), kv.Value.Emit())
+			values = append(values, string(kv.Key), kv.Value.String())
 		}
 		for _, ev := range s.Events {
 			values = append(values, ev.Name)
 			for _, kv := range ev.Attributes {
-				values = append(values, kv.Value.Emit())
+				values = append(values, kv.Value.String())
 			}
 		}
 	}
