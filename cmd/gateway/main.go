@@ -154,20 +154,26 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	}
 	// Load finalized cfg: engine.New does not finalize it again, so the
 	// warnings above, with their lines, are the only ones logged.
+	trc, err := newTracing(ctx, os.Getenv, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return err
+	}
+	defer trc.shutdown(log) // last: after the engine has closed
 	adm := newAdmin(ctx, cfg, *adminAddr, log)
 	e, err := engine.New(cfg, engine.WithLogger(log), adm.hooks())
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
 		return errConfig
 	}
-	h, err := httpproxy.New(e,
+	h, err := httpproxy.New(e, append(trc.options(e),
 		httpproxy.WithLogger(log),
 		httpproxy.WithMaxBodyBytes(*maxBody),
 		httpproxy.WithMaxBodyMemory(*bodyMem),
 		httpproxy.WithBodyReadTimeout(noLimit(*bodyTimeout)),
 		httpproxy.WithMaxResponseBytes(*maxResponse),
 		httpproxy.WithContentPolicyFailover(*policyFO),
-		httpproxy.WithContextLengthFailover(*contextLenFO))
+		httpproxy.WithContextLengthFailover(*contextLenFO))...)
 	if err != nil {
 		_ = e.Close()
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
@@ -188,7 +194,7 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	}
 	defer adm.close()
 	srv := &http.Server{
-		Handler:           adm.handler(h),
+		Handler:           adm.handler(trc.handler(e, h)),
 		ReadHeaderTimeout: *headerTimeout,
 		// No ReadTimeout or WriteTimeout: a stream may last minutes,
 		// and the per-attempt timeouts bound the upstream side.

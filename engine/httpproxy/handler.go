@@ -219,12 +219,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
 	rq.header()
 	defer rq.release()
-	res, err := h.e.DoTarget(engine.WithRequestID(r.Context(), rq.id), t, rq.call)
+	ctx := engine.WithRequestID(r.Context(), rq.id)
+	var end func(engine.Result, error)
+	if f := h.opts.requestTracer; f != nil {
+		ctx, end = f(ctx, h.e.Compiled().Targets[t])
+	}
+	call := rq.call
+	if f := h.opts.callWrapper; f != nil {
+		call = f(call)
+	}
+	res, err := h.e.DoTarget(ctx, t, call)
 	if err != nil {
 		rq.renderError(w, err)
-		return
+	} else {
+		rq.deliver(w, res)
 	}
-	rq.deliver(w, res)
+	if end != nil {
+		end(res, err)
+	}
 }
 
 // MaxModelBytes bounds the model name of a request: a longer one is

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/reroute-go/reroute/engine"
 )
 
 // Defaults of the handler's options.
@@ -43,6 +45,9 @@ type options struct {
 	contentPolicyFailover bool
 	contextLengthFailover bool
 	hooks                 StreamHooks
+	requestTracer         RequestTracer
+	callWrapper           func(engine.Call) engine.Call
+	headerInjector        func(context.Context, http.Header)
 }
 
 func defaultOptions() options {
@@ -184,6 +189,47 @@ type StreamHooks struct {
 // WithStreamHooks sets the stream hooks; the default has none.
 func WithStreamHooks(h StreamHooks) Option {
 	return func(o *options) { o.hooks = h }
+}
+
+// RequestTracer is called once per request that reaches the engine, on the
+// goroutine serving it, before its first attempt: ctx is the request's
+// context (it carries the request id, engine.RequestID) and model the id
+// of the primary target the client's model resolved to. The context it
+// returns is the one the engine runs the request with, so whatever it
+// carries (a tracing span) is in every attempt's context; end is called
+// once, on the same goroutine, after the answer has been relayed to the
+// client (a stream to its end) or the error rendered, with what the
+// engine returned. end may be nil. Requests refused before the engine
+// (invalid body, unknown model) are not traced.
+type RequestTracer func(ctx context.Context, model string) (context.Context, func(engine.Result, error))
+
+// WithRequestTracer sets the function that brackets every request run
+// through the engine (package otelreroute's Tracer.StartRequest makes a
+// span of it). nil, the default, means none and costs nothing.
+func WithRequestTracer(f RequestTracer) Option {
+	return func(o *options) { o.requestTracer = f }
+}
+
+// WithCallWrapper sets a function that wraps the engine.Call of every
+// request (package otelreroute's Tracer.WrapCall makes a span of each
+// attempt): the engine calls the wrapped call once per attempt, and it
+// must call the call it wraps exactly once, with the context it got or
+// one derived from it, and return its outcome. It is called once per
+// request. nil, the default, means none and costs nothing.
+func WithCallWrapper(f func(engine.Call) engine.Call) Option {
+	return func(o *options) { o.callWrapper = f }
+}
+
+// WithHeaderInjector sets a function that adds headers to every upstream
+// request from the attempt's context, the one the engine (and a call
+// wrapper) passed to the attempt: a tracing propagator writes the trace
+// context there (traceparent). It is called once per attempt, on the
+// request's goroutine, with the attempt's own copy of the header (the
+// client's forwarded headers), before the handler sets the credential
+// headers, which therefore always win. nil, the default, means none and
+// costs nothing.
+func WithHeaderInjector(f func(ctx context.Context, h http.Header)) Option {
+	return func(o *options) { o.headerInjector = f }
 }
 
 // connectKey carries an attempt's connect timeout to the default

@@ -94,6 +94,13 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	defer stop()
 
 	hdr := maps.Clone(rq.hdr)
+	if f := rq.h.opts.headerInjector; f != nil {
+		// actx, not ctx: ctx descends from the client's context, and
+		// only actx carries what the engine and a call wrapper put in
+		// for this attempt (its span). Before the credentials, so that
+		// an injector can never replace them.
+		f(actx, hdr)
+	}
 	switch {
 	case t.passthrough:
 		if v := rq.r.Header["Authorization"]; len(v) > 0 {

@@ -36,6 +36,12 @@ var rules = []struct {
 	// above must not depend on it (TestCoreWithoutPrometheus), so it sits
 	// beside them, importing downward.
 	{"prom", []string{"engine", "health", "policy"}},
+	// otelreroute is the one package that imports OpenTelemetry (its API;
+	// the SDK only in tests and cmd/gateway), beside prom and for the same
+	// reason (TestCoreWithoutOpenTelemetry). It imports engine/httpproxy
+	// only in its tests, which trace requests through the real handler: a
+	// host that calls engine.Do itself links no HTTP adapter.
+	{"otelreroute", []string{"engine", "engine/httpproxy", "health", "policy"}},
 	{"bench", []string{"engine", "engine/httpproxy", "health", "policy", "internal/..."}},
 	{"bench/cmd/...", anything},
 	{"cmd/...", anything},
@@ -179,6 +185,53 @@ func TestCoreWithoutPrometheus(t *testing.T) {
 	}
 }
 
+// TestCoreWithoutOpenTelemetry is TestCoreWithoutPrometheus for tracing:
+// the core knows a tracer only through the HTTP adapter's generic options
+// (WithRequestTracer, WithCallWrapper, WithHeaderInjector), and tracing
+// with OpenTelemetry is the host's choice, made by importing otelreroute.
+// It also checks that otelreroute itself, outside its tests, does not
+// link the HTTP adapter or the OpenTelemetry SDK.
+func TestCoreWithoutOpenTelemetry(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH:", err)
+	}
+	deps := func(pkgs ...string) []string {
+		t.Helper()
+		args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
+		for _, p := range pkgs {
+			args = append(args, module+"/"+p)
+		}
+		out, err := exec.Command(goTool, args...).Output()
+		if err != nil {
+			t.Fatalf("go list -deps: %v", err)
+		}
+		var list []string
+		for dep := range strings.Lines(string(out)) {
+			list = append(list, strings.TrimSpace(dep))
+		}
+		if len(list) < len(pkgs) {
+			t.Fatalf("go list -deps listed %d packages", len(list))
+		}
+		return list
+	}
+	for _, dep := range deps(core...) {
+		if strings.HasPrefix(dep, "go.opentelemetry.io/") || dep == module+"/otelreroute" {
+			t.Errorf("a core package depends on %s", dep)
+		}
+	}
+	api := false
+	for _, dep := range deps("otelreroute") {
+		api = api || dep == "go.opentelemetry.io/otel/trace"
+		if strings.HasPrefix(dep, "go.opentelemetry.io/otel/sdk") || strings.HasPrefix(dep, "go.opentelemetry.io/otel/exporters") || dep == module+"/engine/httpproxy" {
+			t.Errorf("otelreroute depends on %s", dep)
+		}
+	}
+	if !api {
+		t.Error("otelreroute does not depend on go.opentelemetry.io/otel/trace: is the list right?")
+	}
+}
+
 // TestViolationsCatchesUpwardImports runs the checker on a made-up graph,
 // so that a checker that accepts everything cannot pass unnoticed.
 func TestViolationsCatchesUpwardImports(t *testing.T) {
@@ -216,6 +269,7 @@ func TestAllowedMostSpecificWins(t *testing.T) {
 		"internal/actor":       "internal/...",
 		"engine/httpproxy":     "engine",
 		"prom":                 "engine",
+		"otelreroute":          "engine",
 	} {
 		may, ok := allowed(p)
 		if !ok || may[0] != want {
