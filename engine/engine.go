@@ -58,6 +58,7 @@ type Attempt struct {
 	Index    int                   // the target's index in the compiled configuration
 	Number   int                   // overall attempt number of the request, from 1
 	Provider *policy.ModelProvider // the target's configuration entry (base_url, credentials, timeouts)
+	Wait     time.Duration         // how long the engine waited before this attempt (backoff, Retry-After); 0 for most
 }
 
 // New builds an engine from cfg. It finalizes cfg (filling defaults), refuses
@@ -258,7 +259,7 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			st = m.Interrupt(ErrClosed)
 			continue
 		}
-		o, perr := e.invoke(ctx, &m, st.Target, call)
+		o, perr := e.invoke(ctx, &m, st.Target, st.Wait, call)
 		if perr != nil {
 			return Result{}, perr
 		}
@@ -304,8 +305,8 @@ var errNoResponse = errors.New("reroute: call returned neither a status nor an e
 
 // invoke makes one attempt: the per-attempt timeout, the latency
 // measurement when the call does not report one, and panic recovery.
-func (e *Engine) invoke(ctx context.Context, m *Machine, t int, call Call) (o policy.Outcome, perr error) {
-	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t]}
+func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Duration, call Call) (o policy.Outcome, perr error) {
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait}
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time

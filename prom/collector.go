@@ -85,6 +85,7 @@ type Collector struct {
 	totalVec    *prometheus.HistogramVec
 	total       []prometheus.Observer // [target]
 	wait        prometheus.Histogram
+	overhead    prometheus.Histogram
 
 	// Scrape-time metrics, read from the attached engine.
 	activeDesc    *prometheus.Desc
@@ -195,6 +196,11 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 		Help:    "Wait the engine added before a retry (backoff or Retry-After), 0 for none.",
 		Buckets: o.wait,
 	})
+	col.overhead = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    name("gateway_overhead_seconds"),
+		Help:    "Time the gateway itself added to a request: from the body read to the answer ready to relay, less the upstream calls and the engine's waits (ObserveOverhead).",
+		Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10), // 10 µs to 2.6 s
+	})
 
 	col.activeDesc = prometheus.NewDesc(name("blocks_active"),
 		"Whether a shared block or an ejection of the kind (retry_after, latency, ejected) is live now on the identifier (a target id or a provider name): 1 or 0, from the health actor's state.",
@@ -250,6 +256,11 @@ func (c *Collector) Hooks() engine.Hooks {
 		End:       c.end,
 	}
 }
+
+// ObserveOverhead records the time a gateway itself added to a request (see
+// httpproxy.WithOverheadHook, whose signature it has). Safe for concurrent
+// use.
+func (c *Collector) ObserveOverhead(_ string, d time.Duration) { c.overhead.Observe(d.Seconds()) }
 
 // end observes a delivered stream's whole duration, which its attempt's
 // event could not know.
@@ -399,6 +410,6 @@ func (c *Collector) collectActive(ch chan<- prometheus.Metric, blocks []health.B
 func (c *Collector) vectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		c.attemptsVec, c.retriesVec, c.exhaustVec, c.blocksVec, c.ejectVec,
-		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait,
+		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait, c.overhead,
 	}
 }

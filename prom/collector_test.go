@@ -173,9 +173,10 @@ func TestCollectorSeriesFixedByConfiguration(t *testing.T) {
 	col, e := newEngine(t, twoTargets)
 	// 3 targets and 3 providers, all names distinct: attempts 3×6,
 	// retries 3×2, exhaustions 6, blocks 2, ejections and recoveries 6
-	// each, probes 3, the two latency histograms 3 each, the wait
-	// histogram 1, blocks_active 6×3, results 3×2, the actor's 2.
-	const want = 18 + 6 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 18 + 6 + 2
+	// each, probes 3, the two latency histograms 3 each, the wait and the
+	// overhead histograms 1 each, blocks_active 6×3, results 3×2, the
+	// actor's 2.
+	const want = 18 + 6 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 1 + 18 + 6 + 2
 	if n := testutil.CollectAndCount(col); n != want {
 		t.Fatalf("%d series at New, want %d", n, want)
 	}

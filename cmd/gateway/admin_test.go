@@ -198,10 +198,15 @@ func TestGatewayMetrics(t *testing.T) {
 		`reroute_retry_wait_seconds_bucket{le="0.001"}`: 1,
 		`reroute_retry_wait_seconds_bucket{le="0.05"}`:  2,
 		`reroute_health_reports_dropped_total`:          0,
+		// One per request the engine ran (four).
+		`reroute_gateway_overhead_seconds_count`: 4,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
 		}
+	}
+	if sum := got[`reroute_gateway_overhead_seconds_sum`]; sum <= 0 {
+		t.Errorf("gateway overhead sum %v s, want above 0", sum)
 	}
 	for _, name := range []string{"go_goroutines", "process_start_time_seconds"} {
 		if _, ok := got[name]; !ok {

@@ -173,7 +173,8 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 		httpproxy.WithBodyReadTimeout(noLimit(*bodyTimeout)),
 		httpproxy.WithMaxResponseBytes(*maxResponse),
 		httpproxy.WithContentPolicyFailover(*policyFO),
-		httpproxy.WithContextLengthFailover(*contextLenFO))...)
+		httpproxy.WithContextLengthFailover(*contextLenFO),
+		httpproxy.WithOverheadHook(adm.col.ObserveOverhead))...)
 	if err != nil {
 		_ = e.Close()
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)

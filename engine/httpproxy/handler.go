@@ -216,6 +216,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		invalidRequest(w, http.StatusNotFound, id, "The model "+echo(model)+" does not exist or is not configured on this gateway.", "model", "model_not_found")
 		return
 	}
+	start := time.Now()
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
 	rq.header()
 	defer rq.release()
@@ -229,6 +230,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		call = f(call)
 	}
 	res, err := h.e.DoTarget(ctx, t, call)
+	if f := h.opts.overhead; f != nil {
+		// From the body read to the answer's first byte, less the
+		// upstream calls and the engine's waits: the time this gateway
+		// itself added.
+		f(h.e.Compiled().Targets[t], max(time.Since(start)-rq.outside, 0))
+	}
 	if err != nil {
 		rq.renderError(w, err)
 	} else {

@@ -45,6 +45,7 @@ type options struct {
 	contentPolicyFailover bool
 	contextLengthFailover bool
 	hooks                 StreamHooks
+	overhead              func(target string, d time.Duration)
 	requestTracer         RequestTracer
 	callWrapper           func(engine.Call) engine.Call
 	headerInjector        func(context.Context, http.Header)
@@ -184,6 +185,17 @@ type StreamHooks struct {
 	// (docs/gateway.md#tolerated-stream-oddities). A malformed first
 	// event is a failed attempt instead, seen in the engine's hooks.
 	Malformed func(target string)
+}
+
+// WithOverheadHook sets a function called once per request the engine ran,
+// with the request's primary target and the time the gateway itself added:
+// from the moment the client's body was read until the answer is ready to
+// relay (or the error to render), less the time spent in upstream calls and
+// in the engine's deliberate waits (backoff, Retry-After). A metrics
+// exporter histograms it (package prom's ObserveOverhead). nil, the
+// default, costs nothing.
+func WithOverheadHook(f func(target string, d time.Duration)) Option {
+	return func(o *options) { o.overhead = f }
 }
 
 // WithStreamHooks sets the stream hooks; the default has none.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // request is one client request on its way through the engine. It is
@@ -19,6 +20,10 @@ type request struct {
 	hdr  http.Header
 	alt  []altBody
 	cur  *attempt // the last attempt; the delivered one after Do succeeds
+	// outside is the request's time spent in upstream calls and in the
+	// engine's waits, taken off its elapsed time to give the gateway's own
+	// overhead (WithOverheadHook).
+	outside time.Duration
 }
 
 // altBody is the client's body with another model value, made once per

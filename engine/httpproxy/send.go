@@ -79,6 +79,10 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	t := &rq.h.targets[a.Index]
 	at := &attempt{t: t, index: a.Index, start: time.Now()}
 	rq.cur = at
+	if rq.h.opts.overhead != nil {
+		rq.outside += a.Wait
+		defer func() { rq.outside += time.Since(at.start) }()
+	}
 	// The attempt's context descends from the client's, not from actx:
 	// the engine cancels actx when call returns, and a stream must outlive
 	// that. actx's own end (the engine's attempt timeout) is mirrored

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,5 +44,39 @@ model_providers:
 			}
 			f.wantCalls(map[string]int{gpt: 1})
 		})
+	}
+}
+
+// The overhead hook gets the gateway's own time: a request whose upstream
+// answers after 300 ms and whose engine waits 1 s (a Retry-After) before
+// the retry took over 1.3 s, of which the gateway's part is neither.
+func TestOverheadExcludesUpstreamAndWaits(t *testing.T) {
+	t.Parallel()
+	var got []time.Duration
+	var mu sync.Mutex
+	f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      on_status_codes: [{codes: [429], strategy: same_model, max_attempts: 2}]
+`, map[string][]reply{gpt: {delayed(300*time.Millisecond, openaiRateLimited("1")), okJSON("gpt-4o")}},
+		WithOverheadHook(func(target string, d time.Duration) {
+			mu.Lock()
+			got = append(got, d)
+			mu.Unlock()
+			if target != gpt {
+				t.Errorf("target %q", target)
+			}
+		}))
+	start := time.Now()
+	resp, body := f.call(chatBody("gpt-4o"))
+	elapsed := time.Since(start)
+	if resp.StatusCode != 200 || elapsed < 1300*time.Millisecond {
+		t.Fatalf("status %d after %v: %s", resp.StatusCode, elapsed, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] <= 0 || got[0] > elapsed-1300*time.Millisecond+200*time.Millisecond {
+		t.Fatalf("overhead %v of a %v request, want the part outside the 300 ms call and the 1 s wait", got, elapsed)
 	}
 }
