@@ -30,15 +30,21 @@
 //
 // Each request is owned by the goroutine that calls Do: its state (attempts,
 // failure counters per classification key, facts of its own, the time
-// budget's clock) lives in a Machine on that goroutine's stack. A Machine is
-// a pure step function, outcome in and next step out, so the simulator in
-// bench/ drives the very same decisions in virtual time.
+// budget's clock) lives in a Machine on that goroutine's stack. The Machine
+// makes every per-request decision (Start, Observe, and Cut and Interrupt
+// for what the request's context or Close ended); Do only carries its steps
+// out, and the simulator in bench/ drives the very same Machine in virtual
+// time. The Machine does no I/O and never waits, but it is not pure: its
+// effects on the rest of the process (health reports, counts, the retry
+// budget, hooks, logs) all go through one env it shares with the engine
+// (docs/architecture.md#every-decision-in-one-place).
 //
-// Before an attempt the machine reads the health actor's immutable snapshot
-// (a pointer load and an index); it reports only facts that change shared
-// state, a Retry-After or a latency event, and those as non-blocking sends.
-// A fast success on a healthy target reads no clock, takes no lock, sends
-// nothing and allocates nothing.
+// Each decision reads one view of the health actor's immutable snapshot (a
+// pointer load and an index); a request reports only facts that change
+// shared state: a Retry-After, a latency event, a failure that counts for
+// passive health (docs/behaviour.md#passive-health), and a success only when
+// its target has a streak or an ejection to end. A fast success on a healthy
+// target reads no clock, takes no lock, sends nothing and allocates nothing.
 //
 // # Observability
 //
@@ -46,7 +52,9 @@
 // backoff delay, retry started and succeeded) are logged at debug level
 // behind a level check cached at New; exhaustion at warn. A context made
 // with WithRequestID puts its id on every line of that request. Hooks
-// (WithHooks) report attempts, retries, exhaustions, blocks and latency
-// measurements for metrics, and Counts gives exact per-target attempts,
-// successes and failures. Credentials and bodies are never logged.
+// (WithHooks) report attempts, retries, exhaustions, blocks, ejections,
+// recoveries, probes, stream ends and latency measurements for metrics
+// (package prom builds a Prometheus collector on them), and Counts gives
+// exact per-target attempts, successes and failures. Credentials and bodies
+// are never logged.
 package engine
