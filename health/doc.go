@@ -1,8 +1,10 @@
 // Package health keeps the process-wide health facts of docs/behaviour.md#block-state: which
 // targets and providers are blocked by a Retry-After or by high latency,
-// until when, and the recent latency events that may create such a block.
+// until when, the recent latency events that may create such a block, and
+// passive health (docs/behaviour.md#passive-health): each identifier's
+// failure streak, its ejection and the one probe of a half-open target.
 // One goroutine owns every fact; request goroutines read immutable
-// snapshots and send reports without ever waiting for it.
+// snapshots, claim probes and send reports without ever waiting for it.
 //
 // # Pieces
 //
