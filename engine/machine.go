@@ -812,8 +812,15 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		// is blocked: a hinted wait is a reason to move on, not to stay.
 		// Nor if passive health has it ejected or half-open: retrying
 		// what the process has taken out of the way is a retry storm.
-		if st := m.lookup(failed); !m.blocked(st) && !st.Ejected {
+		st := m.lookup(failed)
+		if !m.blocked(st) && !st.Ejected {
 			return failed, 0, -1, ""
+		}
+		// A short Retry-After on the target being retried is waited out
+		// (same_model_patience_ms), if the wait fits the deadline and the
+		// time budget; a longer one, or a latency block, fails over.
+		if rem := time.Duration(st.Until - m.now()); m.blocked(st) && !st.Latency && !st.Ejected && rem <= m.rules.SameModelPatience && m.waitFits(rem) {
+			return failed, rem, -1, ""
 		}
 	}
 	pp := m.env.c.ProviderOf[m.primary]
@@ -855,6 +862,19 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		return t, 0, -1, ""
 	}
 	return -1, 0, -1, ReasonProviders
+}
+
+// waitFits reports whether a wait of d starting now ends before the
+// request's deadline and within its time budget.
+func (m *Machine) waitFits(d time.Duration) bool {
+	now := m.now()
+	if m.deadline != 0 && now+int64(d) >= m.deadline {
+		return false
+	}
+	if b := m.rules.MaxRetryDuration; b > 0 && now+int64(d) > m.retryStart+int64(b) {
+		return false
+	}
+	return true
 }
 
 // matches reports whether target t is one the strategy allows, compared

@@ -415,3 +415,47 @@ engine: {retry_budget: {enabled: false}}
 		t.Errorf("any picked only %v", seen)
 	}
 }
+
+// same_model_patience_ms: a same-model retry waits out a short
+// Retry-After of the target it retries; a long one, one past the deadline,
+// or a patience of 0 fails over at once.
+func TestMachineSameModelPatience(t *testing.T) {
+	cfg := func(extra string) string {
+		return `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider
+      default_max_attempts: 4
+      same_model_retries: 2` + extra + `
+  - model: anthropic/claude-3-5-sonnet
+engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}
+`
+	}
+	for _, tt := range []struct {
+		name, extra, retryAfter string
+		deadline                time.Duration
+		target                  string
+		wait                    time.Duration
+	}{
+		{"2 s hint: waited out on the same target", "", "2", 0, gpt, 2 * time.Second},
+		{"10 s hint: fails over at once", "", "10", 0, claude, 0},
+		{"2 s hint past the deadline: fails over", "", "2", time.Second, claude, 0},
+		{"patience 0: fails over", "\n      same_model_patience_ms: 0", "2", 0, claude, 0},
+		{"patience 15 s: a 10 s hint is waited out", "\n      same_model_patience_ms: 15000", "10", 0, gpt, 10 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := testEnv(t, cfg(tt.extra))
+			m := v.machine(t, gpt, 0)
+			if tt.deadline > 0 {
+				m.SetDeadline(int64(tt.deadline))
+			}
+			m.Start()
+			st := m.Observe(retryAfter(429, tt.retryAfter))
+			if st.Kind != StepAttempt || v.c.Targets[st.Target] != tt.target || st.Wait != tt.wait {
+				t.Fatalf("step %+v (target %s), want %s after %v", st, v.c.Targets[st.Target], tt.target, tt.wait)
+			}
+		})
+	}
+}

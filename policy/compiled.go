@@ -113,15 +113,16 @@ const (
 
 // Rules is a compiled retry_policy.
 type Rules struct {
-	Fallbacks        []int // configured fallback targets, in order, without duplicates
-	Default          Action
-	Timeout          Action // on_timeout, or Default
-	Latency          *LatencyRule
-	Backoff          *BackoffRule
-	RetryAfter       RetryAfterRule
-	MaxRetryDuration time.Duration // max_retry_duration_ms, the time budget; 0 = none
-	SameModelRetries int
-	Unlisted         UnlistedFailover // which targets the random pick may choose; "" is any
+	Fallbacks         []int // configured fallback targets, in order, without duplicates
+	Default           Action
+	Timeout           Action // on_timeout, or Default
+	Latency           *LatencyRule
+	Backoff           *BackoffRule
+	RetryAfter        RetryAfterRule
+	MaxRetryDuration  time.Duration // max_retry_duration_ms, the time budget; 0 = none
+	SameModelRetries  int
+	SameModelPatience time.Duration    // same_model_patience_ms, or its default
+	Unlisted          UnlistedFailover // which targets the random pick may choose; "" is any
 
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
@@ -410,6 +411,10 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 	}
 	if rp.SameModelRetries != nil {
 		r.SameModelRetries = *rp.SameModelRetries
+	}
+	r.SameModelPatience = DefaultSameModelPatienceMs * time.Millisecond
+	if rp.SameModelPatienceMs != nil {
+		r.SameModelPatience = time.Duration(*rp.SameModelPatienceMs) * time.Millisecond
 	}
 	r.Unlisted = rp.UnlistedFailover
 	return r

@@ -85,6 +85,13 @@ type RetryPolicy struct {
 	// meaning. Attempts remain bounded by max_attempts.
 	SameModelRetries *int `yaml:"same_model_retries,omitempty"`
 
+	// SameModelPatienceMs is how long a same-model retry (SameModelRetries)
+	// waits out a Retry-After block of the target it retries instead of
+	// failing over at once: a hint of at most this many milliseconds that
+	// fits the deadline and the time budget is waited out. Absent:
+	// DefaultSameModelPatienceMs. 0 fails over at once, whatever the hint.
+	SameModelPatienceMs *int `yaml:"same_model_patience_ms,omitempty"`
+
 	// UnlistedFailover is reroute's extension that says which targets
 	// the random pick may choose once fallback_models are used up (see
 	// docs/behaviour.md#failover-order): same_model (the default) only

@@ -145,9 +145,10 @@ func TestPatterns(t *testing.T) {
 			others: []string{sonnet},
 			check: func(t *testing.T, c *Compiled, r *Rules) {
 				want := Rules{
-					Default:    Action{DifferentProvider, 2},
-					Timeout:    Action{DifferentProvider, 2},
-					RetryAfter: RetryAfterRule{Scope: ScopeModel, ApplyTo: ApplyGlobal, Max: 300 * time.Second},
+					Default:           Action{DifferentProvider, 2},
+					Timeout:           Action{DifferentProvider, 2},
+					RetryAfter:        RetryAfterRule{Scope: ScopeModel, ApplyTo: ApplyGlobal, Max: 300 * time.Second},
+					SameModelPatience: DefaultSameModelPatienceMs * time.Millisecond,
 				}
 				if !reflect.DeepEqual(*r, want) {
 					t.Errorf("compiled empty policy = %+v, want %+v", *r, want)

@@ -13,6 +13,14 @@ import (
 
 // Defaults of docs/configuration.md#retry_policy. Exported so documentation and callers can name them.
 const (
+	// DefaultSameModelPatienceMs: a same-model retry waits out a
+	// Retry-After of up to 3 s. Rate limits per minute answer with hints
+	// of about a second or two ("try again in 1.146s"), and a user who
+	// asked for same-model retries prefers that short wait to an answer
+	// from another model; a longer hint means the provider is not coming
+	// back soon, and failing over at once is cheaper.
+	DefaultSameModelPatienceMs = 3000
+
 	DefaultMaxAttempts          = 2
 	DefaultBackoffBaseMs        = 100
 	DefaultBackoffMaxMs         = 5000
@@ -250,6 +258,10 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	default:
 		k.errorf(p+".unlisted_failover", "unknown unlisted_failover %q: use same_model, any or none", rp.UnlistedFailover)
 	}
+	if v := rp.SameModelPatienceMs; v != nil && *v < 0 {
+		k.errorf(p+".same_model_patience_ms", "must not be negative, got %d", *v)
+	}
+	k.atMost(p+".same_model_patience_ms", rp.SameModelPatienceMs, MaxMilliseconds, "ms (one day)")
 	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
 		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
 	}

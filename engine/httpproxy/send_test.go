@@ -80,3 +80,27 @@ model_providers:
 		t.Fatalf("overhead %v of a %v request, want the part outside the 300 ms call and the 1 s wait", got, elapsed)
 	}
 }
+
+// A short Retry-After on the target being retried under same_model_retries
+// is waited out: the same target answers after the hint, and the fallback
+// is never called.
+func TestShortRetryAfterWaitedOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider
+      default_max_attempts: 4
+      same_model_retries: 2
+  - model: anthropic/claude-3-5-sonnet
+    provider_interface: anthropic
+`, map[string][]reply{gpt: {openaiRateLimited("2"), okJSON("gpt-4o")}})
+	start := time.Now()
+	resp, body := f.call(chatBody("gpt-4o"))
+	if took := time.Since(start); resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != gpt || took < 1800*time.Millisecond {
+		t.Fatalf("status %d from %q after %v: %s", resp.StatusCode, resp.Header.Get("X-Reroute-Target"), took, body)
+	}
+	f.wantCalls(map[string]int{gpt: 2})
+}
