@@ -65,8 +65,11 @@ type Machine struct {
 	attempts int
 	moved    bool // an attempt has gone to a target other than the primary
 	noSame   bool // the last failure forbids another attempt to the same target
-	curFails int  // failures of the current target in a row
-	prevWait time.Duration
+	// sameRetries is what same_model_retries allows the last failure
+	// (Rules.SameRetries: its status entry's, on_timeout's, or the policy's)
+	sameRetries int
+	curFails    int // failures of the current target in a row
+	prevWait    time.Duration
 
 	// retryStart is when the first attempt failed: max_retry_duration_ms
 	// counts from there. retryStarted says it is set (virtual time may
@@ -555,6 +558,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
 	}
 	act, key := m.rules.Resolve(class, o.Status)
+	m.sameRetries = m.rules.SameRetries(class, o.Status, rec.TimedOut())
 	m.newDecision()
 	m.curFails++
 	if o.NoSameTarget || o.NoSameProvider || probed {
@@ -807,7 +811,7 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 		}
 		return m.sameTarget(m.primary)
 	}
-	if n := m.rules.SameModelRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n {
+	if n := m.sameRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n {
 		// same_model_retries: retry the target that just failed, unless it
 		// is blocked: a hinted wait is a reason to move on, not to stay.
 		// Nor if passive health has it ejected or half-open: retrying

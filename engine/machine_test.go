@@ -459,3 +459,52 @@ engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}
 		})
 	}
 }
+
+// same_model_retries by classification: a timeout gets no same-target
+// retry and a transport error one, unless on_timeout says otherwise; an
+// on_status_codes entry's own value wins over the policy's.
+func TestMachineSameRetriesByClass(t *testing.T) {
+	cfg := func(timeout, entry string) string {
+		return `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider
+      default_max_attempts: 6
+      same_model_retries: 2
+      on_timeout: {strategy: different_provider, max_attempts: 6` + timeout + `}
+      on_status_codes:
+        - {codes: [503], strategy: different_provider, max_attempts: 6` + entry + `}
+  - model: anthropic/claude-3-5-sonnet
+engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}
+`
+	}
+	timedOut := &policy.Outcome{Err: context.DeadlineExceeded}
+	reset := &policy.Outcome{Err: errors.New("connection reset by peer")}
+	for _, tt := range []struct {
+		name, timeout, entry string
+		fail                 *policy.Outcome
+		sameAttempts         int // attempts to gpt before the failover
+	}{
+		{"a timeout: no same-target retry", "", "", timedOut, 1},
+		{"a transport error: one", "", "", reset, 2},
+		{"on_timeout same_model_retries 2: a timeout gets two", ", same_model_retries: 2", "", timedOut, 3},
+		{"a 500 inherits the policy's 2", "", "", out(500), 3},
+		{"the 503 entry's same_model_retries 0 wins", "", ", same_model_retries: 0", out(503), 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v, _ := testEnv(t, cfg(tt.timeout, tt.entry))
+			m := v.machine(t, gpt, 0)
+			st := m.Start()
+			n := 0
+			for st.Kind == StepAttempt && v.c.Targets[st.Target] == gpt {
+				n++
+				st = m.Observe(tt.fail)
+			}
+			if n != tt.sameAttempts || st.Kind != StepAttempt || v.c.Targets[st.Target] != claude {
+				t.Fatalf("%d attempts to gpt-4o then %+v, want %d then claude", n, st, tt.sameAttempts)
+			}
+		})
+	}
+}

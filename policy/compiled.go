@@ -127,6 +127,9 @@ type Rules struct {
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
 	sets    []CodeSet        // per on_status_codes entry
+	same    []int            // per on_status_codes entry: its same_model_retries, -1 to inherit
+
+	timeoutSame int // on_timeout.same_model_retries, -1 when not set
 }
 
 // LatencyRule is a compiled on_high_latency.
@@ -200,6 +203,34 @@ func ExpandCodes(specs []CodeSpec) CodeSet {
 		}
 	}
 	return s
+}
+
+// SameRetries returns how many same-target retries a failure allows before
+// the strategy moves on (same_model_retries): the on_status_codes entry's
+// own value for an HTTP error of the status that entry lists, the
+// on_timeout value for a timeout or transport error, else the policy's.
+// Without an on_timeout value, a timeout gets none (a target silent until
+// a timeout is unlikely to answer the next attempt) and a transport error
+// at most one (a reset is often a single broken connection).
+func (r *Rules) SameRetries(c Class, status int, timedOut bool) int {
+	switch c {
+	case HTTPError:
+		if status >= 100 && status <= 599 {
+			if i := r.first[status-100]; i > 0 && r.same[i-1] >= 0 {
+				return r.same[i-1]
+			}
+		}
+	case Timeout:
+		switch {
+		case r.timeoutSame >= 0:
+			return r.timeoutSame
+		case timedOut:
+			return 0
+		default:
+			return min(r.SameModelRetries, 1)
+		}
+	}
+	return r.SameModelRetries
 }
 
 // Entries returns the number of on_status_codes entries.
@@ -374,6 +405,11 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 		set := ExpandCodes(e.Codes)
 		r.sets = append(r.sets, set)
 		r.actions = append(r.actions, action(e.Strategy, *e.MaxAttempts))
+		same := -1
+		if e.SameModelRetries != nil {
+			same = *e.SameModelRetries
+		}
+		r.same = append(r.same, same)
 		for code := 100; code <= 599; code++ {
 			if set.Has(code) && r.first[code-100] == 0 {
 				r.first[code-100] = int32(len(r.actions))
@@ -381,8 +417,12 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 		}
 	}
 	r.Timeout = r.Default
+	r.timeoutSame = -1
 	if t := rp.OnTimeout; t != nil {
 		r.Timeout = action(t.Strategy, *t.MaxAttempts)
+		if t.SameModelRetries != nil {
+			r.timeoutSame = *t.SameModelRetries
+		}
 	}
 	if h := rp.OnHighLatency; h != nil {
 		r.Latency = &LatencyRule{

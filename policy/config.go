@@ -117,12 +117,20 @@ type StatusRule struct {
 	Codes       []CodeSpec `yaml:"codes"`
 	Strategy    Strategy   `yaml:"strategy"`
 	MaxAttempts *int       `yaml:"max_attempts"`
+	// SameModelRetries, reroute's extension, overrides the policy's
+	// same_model_retries for failures this entry resolves. Optional.
+	SameModelRetries *int `yaml:"same_model_retries,omitempty"`
 }
 
 // TimeoutRule is on_timeout: what to do after a timeout or transport error.
 type TimeoutRule struct {
 	Strategy    Strategy `yaml:"strategy"`
 	MaxAttempts *int     `yaml:"max_attempts"`
+	// SameModelRetries, reroute's extension, overrides the policy's
+	// same_model_retries for timeouts and transport errors. Optional;
+	// without it a timeout gets no same-target retry and a transport
+	// error at most one (docs/behaviour.md#retrying-before-failing-over).
+	SameModelRetries *int `yaml:"same_model_retries,omitempty"`
 }
 
 // Measure says which latency on_high_latency compares with its threshold.

@@ -276,6 +276,9 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
 		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
+		if v := r.SameModelRetries; v != nil && *v < 0 {
+			k.errorf(rpath+".same_model_retries", "must not be negative, got %d", *v)
+		}
 		if len(r.Codes) == 0 {
 			k.errorf(rpath+".codes", "codes is required: a list of status codes or \"start-end\" ranges")
 		}
@@ -323,6 +326,9 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	if t := rp.OnTimeout; t != nil {
 		k.strategy(p+".on_timeout.strategy", t.Strategy, true)
 		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
+		if v := t.SameModelRetries; v != nil && *v < 0 {
+			k.errorf(p+".on_timeout.same_model_retries", "must not be negative, got %d", *v)
+		}
 		if t.Strategy != "" {
 			strategies = append(strategies, strategyAt{p + ".on_timeout.strategy", t.Strategy})
 		}

@@ -104,3 +104,27 @@ model_providers:
 	}
 	f.wantCalls(map[string]int{gpt: 2})
 }
+
+// A silent route: a target that accepts the connection and sends nothing
+// until the headers timeout is not retried under same_model_retries; the
+// fallback answers after one timeout, not three.
+func TestSilentRouteNotRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      default_strategy: different_provider
+      default_max_attempts: 4
+      same_model_retries: 2
+  - model: anthropic/claude-3-5-sonnet
+    provider_interface: anthropic
+engine: {timeouts: {headers: 200ms}}
+`, map[string][]reply{gpt: {hang(nil)}})
+	resp, body := f.call(chatBody("gpt-4o"))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != claude {
+		t.Fatalf("status %d from %q: %s", resp.StatusCode, resp.Header.Get("X-Reroute-Target"), body)
+	}
+	f.wantCalls(map[string]int{gpt: 1, claude: 1}) // one headers timeout, not three
+}
