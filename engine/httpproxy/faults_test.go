@@ -803,6 +803,18 @@ func TestCutBodyFailsOver(t *testing.T) {
 			w.(http.Flusher).Flush()
 			panic(http.ErrAbortHandler)
 		}},
+		// Neither a length nor chunks: the body ends when the connection
+		// closes, so a cut looks like a clean end, but the JSON does not
+		// parse.
+		{"close-delimited", func(w http.ResponseWriter, r *http.Request) {
+			conn, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body[:len(body)/2])
+			buf.Flush()
+			conn.Close()
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

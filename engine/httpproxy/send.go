@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"mime"
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,6 +157,12 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	if err != nil {
 		return rq.transportOutcome(at, errors.Join(ErrBodyCut, err), ttfb)
 	}
+	if !more && closeDelimited(resp) && resp.StatusCode < 300 && isJSON(resp.Header) && !json.Valid(body) {
+		// A body that ends with the connection cannot be told from one
+		// cut with it, except by its content: a JSON answer that does not
+		// parse was cut. Never deliver it as a success.
+		return rq.transportOutcome(at, fmt.Errorf("%w: the connection closed inside a JSON body", ErrBodyCut), ttfb)
+	}
 	at.held, at.rest = body, more
 	if !more {
 		at.wd.stop()
@@ -168,6 +177,18 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 }
 
 var anthropicVersion = []string{"2023-06-01"}
+
+// closeDelimited reports a response whose body ends when the connection
+// closes: neither a length nor chunked framing says where it ends.
+func closeDelimited(resp *http.Response) bool {
+	return resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && !resp.Uncompressed
+}
+
+// isJSON reports a JSON media type (application/json, or a +json suffix).
+func isJSON(h http.Header) bool {
+	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
+	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+}
 
 func (at *attempt) gotConn(httptrace.GotConnInfo) { at.wd.arm(PhaseHeaders, at.t.limits.Headers) }
 
