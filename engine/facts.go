@@ -92,8 +92,7 @@ func (f *facts) latencyEvent(id int, now int64, minTriggers int, window, block t
 }
 
 // lookup folds the facts covering target t (its own and its provider's,
-// identifier pid) into a Status, as the shared state does: the latest
-// deadline wins, and a latency block wins a tie.
+// identifier pid) into a Status, as the shared state does (health.Fold).
 func (f *facts) lookup(t, pid int, now int64) health.Status {
 	var ra, lat int64
 	for i := range f.n {
@@ -101,9 +100,5 @@ func (f *facts) lookup(t, pid int, now int64) health.Status {
 			ra, lat = max(ra, x.ra), max(lat, x.lat)
 		}
 	}
-	st := health.Status{Until: ra, Kind: health.RetryAfter, Latency: lat > now}
-	if lat >= ra && lat != 0 {
-		st.Until, st.Kind = lat, health.Latency
-	}
-	return st
+	return health.Fold(ra, lat, now)
 }

@@ -113,7 +113,6 @@ type Machine struct {
 	// the request retries the same target (0: none), stamped heldAt.
 	heldID int32
 	heldAt int64
-	hinted bool // the last failed answer carried a usable retry hint
 	// lastResort is 1 + the most promising ejected candidate of the
 	// current decision (the one whose ejection ends first), 0 none: a
 	// request whose every candidate is ejected still tries it. It and
@@ -545,14 +544,13 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	m.step()
 	m.shard.count(t, countFailures)
 	rec := FailedAttempt{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
-	m.hinted = false
 	if class == policy.HTTPError {
 		m.retryHint(t, o, &rec)
 	} else if l := m.rules.Latency; l != nil {
 		rec.Latency, rec.Threshold = l.Measured(o), l.Threshold
 	}
 	probed := m.probeID != 0 && int(m.probeTarget) == t
-	m.passive(t, o, countsAsFailure(o, m.hinted))
+	m.passive(t, o, countsAsFailure(o, rec.RetryAfter > 0)) // a usable hint is a Retry-After block, not a failure
 	m.record(rec)
 	if m.env.debug {
 		m.logDebug("reroute attempt failed", zap.String("target", rec.Target), zap.String("error_type", rec.ErrorType()), zap.Int("attempt", rec.Number), zap.Duration("retry_after", rec.RetryAfter))
@@ -595,7 +593,6 @@ func (m *Machine) retryHint(t int, o *policy.Outcome, rec *FailedAttempt) {
 		m.logDebug("reroute Retry-After capped", zap.String("target", rec.Target), zap.Duration("hinted", hint.Uncapped), zap.Duration("capped", hint.Wait))
 	}
 	if hint.Wait > 0 {
-		m.hinted = true
 		m.retryAfter(t, m.now()+int64(hint.Wait), hint.Wait)
 	}
 }

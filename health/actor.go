@@ -568,7 +568,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 		return false
 	}
 	e := &s.ej[id]
-	wasSuspect := e.streak > 0 || e.ejections > 0
+	wasSuspect := e.suspect()
 	defer a.markSuspect(id)
 	if r.minTriggers == kindSuccess {
 		if s.Success(id, r.at) {
@@ -601,8 +601,7 @@ const attentionBit = 1 << 24
 
 // markSuspect sets or clears id's attention bit to match the State.
 func (a *Actor) markSuspect(id int) {
-	e := &a.state.ej[id]
-	if now := e.streak > 0 || e.ejections > 0; now != a.suspect[id] {
+	if now := a.state.ej[id].suspect(); now != a.suspect[id] {
 		a.suspect[id] = now
 		if now {
 			a.attention[id].Add(attentionBit)

@@ -200,6 +200,8 @@ func (s *State) Suspect(id int) bool {
 	if uint(id) >= uint(len(s.ej)) {
 		return false
 	}
-	e := &s.ej[id]
-	return e.streak > 0 || e.ejections > 0
+	return s.ej[id].suspect()
 }
+
+// suspect: a failure streak or an ejection, so a success matters.
+func (e *ejection) suspect() bool { return e.streak > 0 || e.ejections > 0 }

@@ -283,16 +283,13 @@ func (s *State) Lookup(target int, now int64) Status {
 func (s *State) entry(t int) entry {
 	p := s.provider[t]
 	ra, lat := s.until[RetryAfter], s.until[Latency]
-	e := entry{until: max(ra[t], ra[p]), kind: RetryAfter, lat: max(lat[t], lat[p]), ejID: -1}
-	// On a tie Latency wins: it is the block that cannot be waited out.
-	if e.lat >= e.until && e.lat != 0 {
-		e.until, e.kind = e.lat, Latency
-	}
+	e := entry{lat: max(lat[t], lat[p]), ejID: -1}
+	e.until, e.kind = fold(max(ra[t], ra[p]), e.lat)
 	// Passive health: the target's own, or its provider's; of two
 	// ejections the one that ends later binds.
 	for _, id := range [2]int{t, p} {
 		x := &s.ej[id]
-		if x.streak > 0 || x.ejections > 0 {
+		if x.suspect() {
 			e.suspect = true
 		}
 		if x.ejections > 0 && (e.ejID < 0 || x.until > e.ej) {
@@ -300,6 +297,25 @@ func (s *State) entry(t int) entry {
 		}
 	}
 	return e
+}
+
+// fold is the deadline and kind of a target covered by a Retry-After block
+// ending at ra and a latency block ending at lat (0: none): the later one,
+// and on a tie Latency, the block that cannot be waited out.
+func fold(ra, lat int64) (until int64, kind Kind) {
+	if lat >= ra && lat != 0 {
+		return lat, Latency
+	}
+	return ra, RetryAfter
+}
+
+// Fold is the Status, at now, of a target covered by a Retry-After block
+// ending at ra and a latency block ending at lat (0: none), folded as the
+// State folds a target's own and its provider's blocks. It serves holders
+// of blocks kept outside a State (a request's own).
+func Fold(ra, lat, now int64) Status {
+	until, kind := fold(ra, lat)
+	return Status{Until: until, Kind: kind, Latency: lat > now}
 }
 
 // Expire drops every block that has ended at now (Until ≤ now) and every

@@ -275,10 +275,7 @@ func compile(c *Config) *Compiled {
 			out.Members = append(out.Members, nil)
 		}
 		out.Members[j] = append(out.Members[j], i)
-		out.Models[i] = mp.Model[len(p):]
-		if len(out.Models[i]) > 0 && out.Models[i][0] == '/' {
-			out.Models[i] = out.Models[i][1:]
-		}
+		out.Models[i] = ModelOf(mp.Model)
 	}
 	def := c.Engine.Timeouts
 	for i, mp := range c.ModelProviders {

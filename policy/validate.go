@@ -266,8 +266,6 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
 	}
 
-	// Every strategy the policy uses, to warn when one has no target.
-	strategies := []strategyAt{{p + ".default_strategy", rp.DefaultStrategy}}
 	type listed struct {
 		entry string // the on_status_codes entry that lists the code first
 		spec  int    // the index in its codes
@@ -313,9 +311,6 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 			}
 		}
 		k.strategy(rpath+".strategy", r.Strategy, true)
-		if r.Strategy != "" {
-			strategies = append(strategies, strategyAt{rpath + ".strategy", r.Strategy})
-		}
 		switch {
 		case r.MaxAttempts == nil:
 			k.errorf(rpath+".max_attempts", "max_attempts is required (the total attempts that may fail with these codes; 1 = no retry)")
@@ -328,9 +323,6 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
 		if v := t.SameModelRetries; v != nil && *v < 0 {
 			k.errorf(p+".on_timeout.same_model_retries", "must not be negative, got %d", *v)
-		}
-		if t.Strategy != "" {
-			strategies = append(strategies, strategyAt{p + ".on_timeout.strategy", t.Strategy})
 		}
 	}
 	if h := rp.OnHighLatency; h != nil {
@@ -370,9 +362,6 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 		k.applyTo(hp+".apply_to", h.ApplyTo)
 		if h.Scope == ScopeProvider && h.Strategy == SameModel {
 			k.warnf(hp+".scope", "a provider-scoped latency block with strategy same_model ends the request: the only target it would retry is blocked")
-		}
-		if h.Strategy != "" {
-			strategies = append(strategies, strategyAt{hp + ".strategy", h.Strategy})
 		}
 	}
 	if b := rp.Backoff; b != nil {
@@ -425,11 +414,12 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	}
 	k.millis(p+".max_retry_duration_ms", rp.MaxRetryDurationMs, false)
 
-	for _, s := range strategies {
+	// Every strategy the policy uses, to warn when one has no target.
+	for _, s := range strategiesOf(p, rp) {
 		if !s.s.valid() || s.s == SameModel {
 			continue
 		}
-		if listed, others := k.alternatives(mp.Model, rp, s.s); listed == 0 && len(others) == 0 {
+		if listed, others := alternatives(k.cfg, mp.Model, rp, s.s); listed == 0 && len(others) == 0 {
 			k.warnf(s.path, "strategy %s needs another target, but no other configured model matches it; such failures end the request", s.s)
 		}
 	}
@@ -450,7 +440,6 @@ type Unlisted struct {
 // the reference behaviour) a request for one model can be answered by an
 // unrelated one.
 func UnlistedFailovers(c *Config) []Unlisted {
-	k := &checker{cfg: c}
 	var out []Unlisted
 	for i := range c.ModelProviders {
 		mp := &c.ModelProviders[i]
@@ -459,11 +448,11 @@ func UnlistedFailovers(c *Config) []Unlisted {
 			continue
 		}
 		var targets []string
-		for _, s := range policyStrategies(rp) {
-			if s == SameModel {
+		for _, s := range strategiesOf("", rp) {
+			if s.s == SameModel {
 				continue
 			}
-			_, others := k.alternatives(mp.Model, rp, s)
+			_, others := alternatives(c, mp.Model, rp, s.s)
 			for _, o := range others {
 				if !slices.Contains(targets, o) {
 					targets = append(targets, o)
@@ -482,31 +471,32 @@ func UnlistedFailovers(c *Config) []Unlisted {
 	return out
 }
 
-// policyStrategies returns every strategy a policy can resolve a failure to.
-func policyStrategies(rp *RetryPolicy) []Strategy {
-	out := []Strategy{rp.DefaultStrategy}
-	for _, e := range rp.OnStatusCodes {
-		out = append(out, e.Strategy)
+// strategiesOf returns every strategy a policy can resolve a failure to,
+// each with its path under the policy's path p; unset ones are left out.
+func strategiesOf(p string, rp *RetryPolicy) []strategyAt {
+	out := []strategyAt{{p + ".default_strategy", rp.DefaultStrategy}}
+	for j, e := range rp.OnStatusCodes {
+		out = append(out, strategyAt{fmt.Sprintf("%s.on_status_codes[%d].strategy", p, j), e.Strategy})
 	}
-	if rp.OnTimeout != nil {
-		out = append(out, rp.OnTimeout.Strategy)
+	if t := rp.OnTimeout; t != nil {
+		out = append(out, strategyAt{p + ".on_timeout.strategy", t.Strategy})
 	}
-	if rp.OnHighLatency != nil {
-		out = append(out, rp.OnHighLatency.Strategy)
+	if h := rp.OnHighLatency; h != nil {
+		out = append(out, strategyAt{p + ".on_high_latency.strategy", h.Strategy})
 	}
-	return out
+	return slices.DeleteFunc(out, func(s strategyAt) bool { return s.s == "" })
 }
 
 // alternatives returns how many of primary's fallback_models the strategy
 // allows, and the targets it does not list that the random pick may choose
 // after them under unlisted_failover.
-func (k *checker) alternatives(primary string, rp *RetryPolicy, s Strategy) (listed int, others []string) {
+func alternatives(cfg *Config, primary string, rp *RetryPolicy, s Strategy) (listed int, others []string) {
 	pp := ProviderOf(primary)
 	matches := func(m string) bool {
 		return m != primary && m != "" && (ProviderOf(m) == pp) == (s == SameProvider)
 	}
 	configured := map[string]bool{}
-	for _, mp := range k.cfg.ModelProviders {
+	for _, mp := range cfg.ModelProviders {
 		configured[mp.Model] = true
 	}
 	for _, fb := range rp.FallbackModels {
@@ -518,12 +508,11 @@ func (k *checker) alternatives(primary string, rp *RetryPolicy, s Strategy) (lis
 		return listed, nil
 	}
 	// "" is any, the default.
-	bare := strings.TrimPrefix(strings.TrimPrefix(primary, pp), "/")
-	for _, mp := range k.cfg.ModelProviders {
+	for _, mp := range cfg.ModelProviders {
 		if !matches(mp.Model) || slices.Contains(rp.FallbackModels, mp.Model) {
 			continue
 		}
-		if rp.UnlistedFailover == UnlistedSameModel && strings.TrimPrefix(strings.TrimPrefix(mp.Model, ProviderOf(mp.Model)), "/") != bare {
+		if rp.UnlistedFailover == UnlistedSameModel && ModelOf(mp.Model) != ModelOf(primary) {
 			continue
 		}
 		others = append(others, mp.Model)
@@ -744,6 +733,12 @@ func ProviderOf(target string) string {
 		return target[:i]
 	}
 	return target
+}
+
+// ModelOf returns the model name of a target id, without its provider
+// prefix: "gpt-4o" for "openai/gpt-4o", "" for an id without one.
+func ModelOf(target string) string {
+	return strings.TrimPrefix(target[len(ProviderOf(target)):], "/")
 }
 
 // codeList renders ascending status codes for a message, runs as ranges:

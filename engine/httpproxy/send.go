@@ -186,8 +186,22 @@ func closeDelimited(resp *http.Response) bool {
 
 // isJSON reports a JSON media type (application/json, or a +json suffix).
 func isJSON(h http.Header) bool {
-	mt, _, err := mime.ParseMediaType(h.Get("Content-Type"))
-	return err == nil && (mt == "application/json" || strings.HasSuffix(mt, "+json"))
+	mt := mediaType(h)
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// mediaType returns the media type of a response's Content-Type, "" when
+// it has none or it does not parse.
+func mediaType(h http.Header) string {
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return ""
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ""
+	}
+	return mt
 }
 
 func (at *attempt) gotConn(httptrace.GotConnInfo) { at.wd.arm(PhaseHeaders, at.t.limits.Headers) }
@@ -299,11 +313,4 @@ func (rq *request) logFailure(at *attempt, o *policy.Outcome, err error) {
 		zap.String("body_sha256", rq.bodySum()))
 }
 
-func isEventStream(h http.Header) bool {
-	ct := h.Get("Content-Type")
-	if ct == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == "text/event-stream"
-}
+func isEventStream(h http.Header) bool { return mediaType(h) == "text/event-stream" }
