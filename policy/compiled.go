@@ -21,6 +21,9 @@ type Compiled struct {
 	Rules      []*Rules        // target index → its retry policy; nil when it has none
 	Limits     []Limits        // target index → its per-attempt timeouts, resolved
 	Ejection   []*EjectionRule // target index → its rule; nil when passive health is off for it
+	// Continuation: target index → how it can continue a cut stream
+	// (ContinueNone when it cannot)
+	Continuation []Continuation
 
 	index map[string]int      // target id → index
 	bare  map[string]int      // bare model name → index, when exactly one target has it
@@ -123,6 +126,7 @@ type Rules struct {
 	SameModelRetries  int
 	SameModelPatience time.Duration    // same_model_patience_ms, or its default
 	Unlisted          UnlistedFailover // which targets the random pick may choose; "" is any
+	ContinueStreams   bool             // continue_streams, or its default (true)
 
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
@@ -249,15 +253,16 @@ func action(s Strategy, max int) Action {
 func compile(c *Config) *Compiled {
 	n := len(c.ModelProviders)
 	out := &Compiled{
-		Targets:    make([]string, n),
-		ProviderOf: make([]int, n),
-		Models:     make([]string, n),
-		Rules:      make([]*Rules, n),
-		Limits:     make([]Limits, n),
-		Ejection:   make([]*EjectionRule, n),
-		index:      make(map[string]int, n),
-		bare:       make(map[string]int),
-		ambig:      make(map[string][]string),
+		Targets:      make([]string, n),
+		ProviderOf:   make([]int, n),
+		Models:       make([]string, n),
+		Rules:        make([]*Rules, n),
+		Limits:       make([]Limits, n),
+		Ejection:     make([]*EjectionRule, n),
+		Continuation: make([]Continuation, n),
+		index:        make(map[string]int, n),
+		bare:         make(map[string]int),
+		ambig:        make(map[string][]string),
 	}
 	providers := map[string]int{}
 	for i, mp := range c.ModelProviders {
@@ -280,6 +285,10 @@ func compile(c *Config) *Compiled {
 	def := c.Engine.Timeouts
 	for i, mp := range c.ModelProviders {
 		out.Limits[i] = limitsOf(def, mp.Timeouts)
+		out.Continuation[i] = mp.Continuation
+		if out.Continuation[i] == "" {
+			out.Continuation[i] = ContinueNone
+		}
 		if ph := passiveHealthOf(c.Engine.PassiveHealth, mp.PassiveHealth); *ph.Enabled {
 			out.Ejection[i] = &EjectionRule{
 				Consecutive: *ph.ConsecutiveFailures,
@@ -454,5 +463,6 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 		r.SameModelPatience = time.Duration(*rp.SameModelPatienceMs) * time.Millisecond
 	}
 	r.Unlisted = rp.UnlistedFailover
+	r.ContinueStreams = rp.ContinueStreams == nil || *rp.ContinueStreams
 	return r
 }

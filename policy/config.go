@@ -46,7 +46,32 @@ type ModelProvider struct {
 	// off for this target alone. Finalize leaves it as written: the merged
 	// rule is in Compiled.Ejection.
 	PassiveHealth *PassiveHealth `yaml:"passive_health,omitempty"`
+	// Continuation says how this target can continue a streamed answer
+	// that another attempt began and could not finish
+	// (docs/gateway.md#continuing-a-cut-stream): none (the default), prefill,
+	// prefix or continue_final_message.
+	Continuation Continuation `yaml:"continuation,omitempty"`
 }
+
+// Continuation is the value of a provider entry's continuation: the
+// dialect in which a target accepts the text already delivered as the
+// start of its answer.
+type Continuation string
+
+// The continuation dialects.
+const (
+	// ContinueNone: the target cannot continue an answer (the default).
+	ContinueNone Continuation = "none"
+	// ContinuePrefill: a trailing assistant message is taken as the start
+	// of the answer, with no marker.
+	ContinuePrefill Continuation = "prefill"
+	// ContinuePrefix: the trailing assistant message carries "prefix": true.
+	ContinuePrefix Continuation = "prefix"
+	// ContinueFinalMessage: the body carries "continue_final_message": true
+	// and "add_generation_prompt": false beside the trailing assistant
+	// message.
+	ContinueFinalMessage Continuation = "continue_final_message"
+)
 
 // Strategy says where the next attempt goes after a failure.
 type Strategy string
@@ -100,6 +125,12 @@ type RetryPolicy struct {
 	// (the reference behaviour, which can answer a request for one model
 	// with an unrelated one); none, only the listed fallbacks.
 	UnlistedFailover UnlistedFailover `yaml:"unlisted_failover,omitempty"`
+
+	// ContinueStreams lets a streamed answer that fails after its first
+	// byte be continued by a target whose continuation is not none
+	// (docs/gateway.md#continuing-a-cut-stream). Absent: true; it has an
+	// effect only where some target can continue.
+	ContinueStreams *bool `yaml:"continue_streams,omitempty"`
 }
 
 // UnlistedFailover is the value of unlisted_failover.

@@ -149,6 +149,7 @@ func TestPatterns(t *testing.T) {
 					Timeout:           Action{DifferentProvider, 2},
 					RetryAfter:        RetryAfterRule{Scope: ScopeModel, ApplyTo: ApplyGlobal, Max: 300 * time.Second},
 					SameModelPatience: DefaultSameModelPatienceMs * time.Millisecond,
+					ContinueStreams:   true,
 					timeoutSame:       -1,
 				}
 				if !reflect.DeepEqual(*r, want) {

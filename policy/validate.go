@@ -155,6 +155,13 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 		if mp.ProviderInterface != "openai" && mp.ProviderInterface != "anthropic" {
 			k.errorf(p+".provider_interface", "unknown provider_interface %q: use openai or anthropic", mp.ProviderInterface)
 		}
+		switch mp.Continuation {
+		case "":
+			mp.Continuation = ContinueNone
+		case ContinueNone, ContinuePrefill, ContinuePrefix, ContinueFinalMessage:
+		default:
+			k.errorf(p+".continuation", "unknown continuation %q: use none, prefill, prefix or continue_final_message", mp.Continuation)
+		}
 		if strings.Contains(mp.AccessKey, "$") {
 			var missing []string
 			mp.AccessKey = os.Expand(mp.AccessKey, func(name string) string {

@@ -1500,3 +1500,28 @@ model_providers:
 		t.Fatalf("none without fallbacks: %v %v", warns, err)
 	}
 }
+
+func TestContinuationValues(t *testing.T) {
+	cfg, _, err := Parse([]byte(`
+model_providers:
+  - model: a/m
+    continuation: prefix
+    retry_policy:
+      continue_streams: false
+  - model: b/m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Compiled()
+	if c.Continuation[0] != ContinuePrefix || c.Continuation[1] != ContinueNone {
+		t.Errorf("continuation = %v, want [prefix none]", c.Continuation)
+	}
+	if c.Rules[0].ContinueStreams {
+		t.Error("continue_streams: false compiled as true")
+	}
+	_, _, err = Parse([]byte("model_providers:\n  - model: a/m\n    continuation: prefil\n"))
+	if err == nil || !strings.Contains(err.Error(), "model_providers[0].continuation") || !strings.Contains(err.Error(), `"prefil"`) {
+		t.Errorf("bad continuation: err = %v, want one naming model_providers[0].continuation and the value", err)
+	}
+}
