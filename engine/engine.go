@@ -59,6 +59,10 @@ type Attempt struct {
 	Number   int                   // overall attempt number of the request, from 1
 	Provider *policy.ModelProvider // the target's configuration entry (base_url, credentials, timeouts)
 	Wait     time.Duration         // how long the engine waited before this attempt (backoff, Retry-After); 0 for most
+	// Continuation: the attempt continues an answer another attempt began
+	// and could not finish (Engine.Continue); its answer is relayed after
+	// the text already delivered.
+	Continuation bool
 }
 
 // New builds an engine from cfg. It finalizes cfg (filling defaults), refuses
@@ -235,6 +239,8 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			m.deadline = e.clock.Now().UnixNano() + int64(time.Until(d))
 		}
 	}
+	// The loop is drive's, written out: calling drive here cost the
+	// success path about 10 % (BenchmarkDoSuccess, 73 → 81 ns).
 	st := m.Start()
 	for {
 		switch st.Kind {
@@ -260,6 +266,59 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			continue
 		}
 		o, perr := e.invoke(ctx, &m, st.Target, st.Wait, call)
+		if perr != nil {
+			return Result{}, perr
+		}
+		if o.Err != nil {
+			if err := ctx.Err(); err != nil {
+				st = m.Cut(&o, err)
+				continue
+			}
+		}
+		st = m.Observe(&o)
+	}
+}
+
+// setDeadline gives m the request's deadline, ctx's.
+func (e *Engine) setDeadline(ctx context.Context, m *Machine) {
+	if d, ok := ctx.Deadline(); ok {
+		if e.wallClock {
+			m.deadline = d.UnixNano()
+		} else {
+			m.deadline = e.clock.Now().UnixNano() + int64(time.Until(d))
+		}
+	}
+}
+
+// drive carries out m's steps from st until the request ends: the waits,
+// the attempts, and the context's and Close's interruptions. Every
+// decision is m's. run has the same loop written out; a change here is a
+// change there.
+func (e *Engine) drive(ctx context.Context, m *Machine, st Step, call Call) (Result, error) {
+	for {
+		switch st.Kind {
+		case StepDone:
+			return m.Result(), nil
+		case StepFail:
+			return Result{}, st.Err
+		case StepAbort:
+			return Result{}, m.cause
+		}
+		if st.Wait > 0 {
+			if err := e.sleep(ctx, st.Wait); err != nil {
+				st = m.Interrupt(err)
+				continue
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			st = m.Interrupt(err)
+			continue
+		}
+		if m.attempts > 1 && e.closed.Load() {
+			st = m.Interrupt(ErrClosed)
+			continue
+		}
+		o, perr := e.invoke(ctx, m, st.Target, st.Wait, call)
 		if perr != nil {
 			return Result{}, perr
 		}
@@ -306,7 +365,7 @@ var errNoResponse = errors.New("reroute: call returned neither a status nor an e
 // invoke makes one attempt: the per-attempt timeout, the latency
 // measurement when the call does not report one, and panic recovery.
 func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Duration, call Call) (o policy.Outcome, perr error) {
-	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait}
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait, Continuation: m.continuing}
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time

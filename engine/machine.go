@@ -132,6 +132,11 @@ type Machine struct {
 	last      policy.Outcome
 	lastClass policy.Class
 
+	// A continuation (resume): can filters the candidates, nil for an
+	// ordinary request.
+	continuing bool
+	can        func(t int) bool
+
 	virtual bool
 	nowNs   int64
 	haveNow bool
@@ -478,7 +483,9 @@ func (m *Machine) Start() Step {
 }
 
 func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
-	if m.attempts > 0 {
+	if m.continuing {
+		m.continued(t, wait, fallbackPos)
+	} else if m.attempts > 0 {
 		if m.env.hooks.Retry != nil {
 			m.env.hooks.Retry(RetryEvent{From: m.name(m.current), To: m.name(t), FromIndex: m.current, ToIndex: t, Number: m.attempts + 1, Wait: wait, Fallback: fallbackPos})
 		}
@@ -526,6 +533,9 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
+		if m.continuing && !relayable(o) {
+			return m.unrelayable(t, o, class)
+		}
 		// Passive health hears of a delivered answer only when it
 		// matters: a failure passed through as it is (no retry_policy),
 		// a failure held back for this target to cancel, a probe, or a
@@ -803,12 +813,12 @@ func (m *Machine) choose(s policy.Strategy, failed int) (t int, wait time.Durati
 	noSame := m.noSame
 	m.noSame = false
 	if s == policy.SameModel {
-		if m.moved || noSame {
+		if m.moved || noSame || !m.canUse(m.primary) {
 			return -1, 0, -1, ReasonMaxAttempts
 		}
 		return m.sameTarget(m.primary)
 	}
-	if n := m.sameRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n {
+	if n := m.sameRetries; n > 0 && !noSame && m.attempts > 0 && failed == m.current && m.curFails <= n && m.canUse(failed) {
 		// same_model_retries: retry the target that just failed, unless it
 		// is blocked: a hinted wait is a reason to move on, not to stay.
 		// Nor if passive health has it ejected or half-open: retrying
@@ -879,8 +889,12 @@ func (m *Machine) waitFits(d time.Duration) bool {
 }
 
 // matches reports whether target t is one the strategy allows, compared
-// with the primary's provider pp, and not of a provider ruled out.
+// with the primary's provider pp, not of a provider ruled out, and, for a
+// continuation, able to continue.
 func (m *Machine) matches(t int, s policy.Strategy, pp int) bool {
+	if m.can != nil && !m.can(t) {
+		return false
+	}
 	p := m.env.c.ProviderOf[t]
 	for _, np := range m.noProviders {
 		if p == np {
@@ -1060,7 +1074,11 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 	if m.env.hooks.Exhausted != nil {
 		m.env.hooks.Exhausted(r)
 	}
-	if ce := m.env.log.Check(zap.WarnLevel, "reroute request exhausted"); ce != nil {
+	msg := "reroute request exhausted"
+	if m.continuing {
+		msg = "reroute continuation exhausted"
+	}
+	if ce := m.env.log.Check(zap.WarnLevel, msg); ce != nil {
 		ce.Write(zap.String("model", err.Model), zap.String("reason", string(r)), zap.Int("attempts", len(err.Attempts)), zap.Duration("shortest_block", m.shortest), zap.String("request_id", RequestID(m.ctx)))
 	}
 	return Step{Kind: StepFail, Err: err}
@@ -1092,6 +1110,7 @@ func (m *Machine) Result() Result {
 		shard:    m.shard,
 		rules:    m.rules,
 		target:   m.current,
+		primary:  m.primary,
 	}
 }
 

@@ -89,6 +89,10 @@ type Hooks struct {
 	Attempt func(AttemptEvent)
 	// Retry is called when the engine decides to make another attempt.
 	Retry func(RetryEvent)
+	// Continue is called when the engine decides to make an attempt that
+	// continues a committed answer that failed (Engine.Continue), instead
+	// of Retry.
+	Continue func(ContinueEvent)
 	// Exhausted is called once for every exhausted request.
 	Exhausted func(Reason)
 	// Block is called once per block created, with the blocked

@@ -15,10 +15,11 @@ type Result struct {
 	Outcome  policy.Outcome // the served attempt's outcome
 	Class    policy.Class   // Success, SlowSuccess or PassThrough
 
-	env    *env
-	shard  *shard
-	rules  *policy.Rules
-	target int
+	env     *env
+	shard   *shard
+	rules   *policy.Rules
+	target  int
+	primary int // the request's primary: a continuation runs under its rules
 }
 
 // Retried reports whether the request needed more than one attempt.
@@ -27,11 +28,12 @@ func (r Result) Retried() bool { return r.Attempts > 1 }
 // End reports how a streamed answer ended, after the caller has relayed its
 // body: total is the attempt's whole duration, err a failure after commit
 // (a cut stream, a stall past the idle timeout) or nil. The engine never
-// retries a committed answer; End only lets the shared health state learn
-// from it: a measure: total latency event, and the counts, where an answer
-// that failed after commit moves from the target's successes to its
-// failures. Call it at most once; it is safe to skip for answers that are
-// not streamed.
+// retries a committed answer (it may continue it: Engine.Continue, called
+// after End); End lets the shared health state learn from it: a measure:
+// total latency event, the counts, where an answer that failed after
+// commit moves from the target's successes to its failures, and for such
+// a failure a failure of the target for passive health. Call it at most
+// once; it is safe to skip for answers that are not streamed.
 func (r Result) End(total time.Duration, err error) {
 	v := r.env
 	if v == nil {
@@ -43,6 +45,13 @@ func (r Result) End(total time.Duration, err error) {
 	if err != nil {
 		r.shard.add(r.target, countSuccesses, -1)
 		r.shard.count(r.target, countFailures)
+		// A cut or a stall is a transport failure of the target like one
+		// before commit: passive health counts it, so that a target that
+		// keeps dropping streams is taken out of the way, and a
+		// continuation (Engine.Continue) decides on a view that has it.
+		if id := v.ejID[r.target]; id >= 0 {
+			v.health.ReportFailure(int(id), v.now())
+		}
 		if v.debug {
 			v.log.Debug("reroute failure after commit", zap.String("target", r.Target), zap.Duration("elapsed", total), zap.Error(err))
 		}

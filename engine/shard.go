@@ -20,10 +20,13 @@ import (
 // atomic adds as one in-flight gauge did, and give the request count for
 // free.
 type shard struct {
-	begun  atomic.Int64
-	ended  atomic.Int64
-	counts []atomic.Int64 // per target: successes, failures
-	_      [128 - 40]byte
+	begun atomic.Int64
+	ended atomic.Int64
+	// resumed counts the continuations begun (Engine.Continue): they end
+	// in ended like requests, but are not requests for the retry budget.
+	resumed atomic.Int64
+	counts  []atomic.Int64 // per target: successes, failures
+	_       [128 - 48]byte
 }
 
 // An attempt is counted once, when it ends, as a success (its answer was
@@ -80,7 +83,7 @@ func (e *Engine) pickShard() *shard {
 	return &e.shards[rand.Uint32()&(numShards-1)]
 }
 
-// inflight is the number of Do calls in progress. ended is read before
+// inflight is the number of Do and Continue calls in progress. ended is read before
 // begun, so a request counted as ended is always counted as begun: the
 // result is never below the true number in flight when ended was read.
 func (e *Engine) inflight() int64 {
@@ -89,7 +92,7 @@ func (e *Engine) inflight() int64 {
 		ended += e.shards[i].ended.Load()
 	}
 	for i := range e.shards {
-		begun += e.shards[i].begun.Load()
+		begun += e.shards[i].begun.Load() + e.shards[i].resumed.Load()
 	}
 	return begun - ended
 }
