@@ -89,7 +89,7 @@ func (e *Engine) Continue(ctx context.Context, prev Result, cause error, can fun
 	m.begin(&e.env, s, prev.primary)
 	m.ctx = ctx
 	e.setDeadline(ctx, &m)
-	st := m.resume(resumption{from: prev.target, attempts: prev.Attempts, cause: cause, can: can})
+	st := m.resume(resumption{from: prev.target, attempts: prev.Attempts, cuts: prev.cuts, cutAt: prev.cutAt, cause: cause, can: can})
 	return e.drive(ctx, &m, st, call)
 }
 
@@ -97,6 +97,8 @@ func (e *Engine) Continue(ctx context.Context, prev Result, cause error, can fun
 type resumption struct {
 	from     int              // the target whose committed answer failed
 	attempts int              // the request's attempts up to that answer
+	cuts     int              // the failures after commit before that answer (it was a continuation)
+	cutAt    int64            // when the first of those happened
 	cause    error            // the failure after commit
 	can      func(t int) bool // the candidates that can continue it
 }
@@ -105,7 +107,10 @@ type resumption struct {
 // r.from, for a Machine begun for the request's primary. The failure
 // after commit is the continuation's first failure: recorded, counted
 // under the timeout key (a cut or stall is a transport failure), and the
-// start of the time budget. The target that failed is the first candidate
+// start of the time budget. When the answer was itself a continuation,
+// the failures after commit before it count too, and the budget runs
+// from the first: so continuing continuations is bounded by the same
+// max_attempts and max_retry_duration_ms as one. The target that failed is the first candidate
 // only when its connection was to blame (same_model_retries of one, for
 // this step: a stream cut by a proxy usually continues where it was), and
 // only if it is neither blocked nor ejected, as any same-target retry.
@@ -124,7 +129,18 @@ func (m *Machine) resume(r resumption) Step {
 	if errors.Is(r.cause, ErrConnectionLost) {
 		m.sameRetries = 1
 	}
-	if m.count(key) >= act.MaxAttempts {
+	m.cuts, m.cutAt = r.cuts+1, m.now()
+	if r.cuts > 0 {
+		m.cutAt = r.cutAt
+	}
+	if m.rules.MaxRetryDuration > 0 {
+		m.retryStart, m.retryStarted = m.cutAt, true
+	}
+	n := 0
+	for range m.cuts {
+		n = m.count(key)
+	}
+	if n >= act.MaxAttempts {
 		return m.fail(ReasonMaxAttempts, false)
 	}
 	return m.next(act, r.from)
@@ -146,13 +162,10 @@ func (m *Machine) continued(t int, wait time.Duration, pos int) {
 	}
 }
 
-// relayable reports whether an answer can follow a committed one: only a
-// success, whose events continue the answer.
-func relayable(o *policy.Outcome) bool { return o.Err == nil && o.Status >= 200 && o.Status < 300 }
-
 // unrelayable ends a continuation whose attempt t answered with what
 // cannot be relayed after the text already delivered: a pass-through
-// answer (a content-policy refusal, a status the policy does not retry).
+// answer (a content-policy refusal, a status the policy does not retry, an
+// answer the caller marked Final). Only a success continues the answer.
 // It is a failed attempt, and the continuation is exhausted: an answer
 // that says "stop" is not asked of the next target.
 func (m *Machine) unrelayable(t int, o *policy.Outcome, class policy.Class) Step {

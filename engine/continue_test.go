@@ -241,3 +241,28 @@ func TestEngineContinueExhausted(t *testing.T) {
 		t.Fatalf("Continue after Close: %v", err)
 	}
 }
+
+// Continuing continuations is bounded like one continuation: every
+// failure after commit of the request counts under on_timeout's
+// max_attempts (4 here), and the time budget runs from the first.
+func TestEngineContinueBoundedAcrossContinuations(t *testing.T) {
+	e := mustEngine(t, contCfg)
+	ctx := testContext(t)
+	res, err := e.Do(ctx, "a/m", newUpstreams(nil).call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	ok := func(context.Context, Attempt) policy.Outcome { calls++; return policy.Outcome{Status: 200} }
+	for i := 1; i <= 3; i++ {
+		res.End(time.Second, errCut)
+		if res, err = e.Continue(ctx, res, errCut, all, ok); err != nil || res.Target != "a/m" || res.Attempts != i+1 {
+			t.Fatalf("continuation %d = %+v, %v; want a/m continuing itself at attempt %d", i, res, err, i+1)
+		}
+	}
+	res.End(time.Second, errCut)
+	_, err = e.Continue(ctx, res, errCut, all, ok)
+	if ex := asExhausted(t, err); ex.Reason != ReasonMaxAttempts || calls != 3 {
+		t.Fatalf("fourth cut: %v after %d calls; want max_attempts_reached after 3", ex, calls)
+	}
+}

@@ -136,6 +136,8 @@ type Machine struct {
 	// ordinary request.
 	continuing bool
 	can        func(t int) bool
+	cuts       int   // the failures after commit of the request so far
+	cutAt      int64 // when the first of them happened
 
 	virtual bool
 	nowNs   int64
@@ -533,7 +535,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
-		if m.continuing && !relayable(o) {
+		if m.continuing && class == policy.PassThrough {
 			return m.unrelayable(t, o, class)
 		}
 		// Passive health hears of a delivered answer only when it
@@ -1111,6 +1113,8 @@ func (m *Machine) Result() Result {
 		rules:    m.rules,
 		target:   m.current,
 		primary:  m.primary,
+		cuts:     m.cuts,
+		cutAt:    m.cutAt,
 	}
 }
 

@@ -20,6 +20,11 @@ type Result struct {
 	rules   *policy.Rules
 	target  int
 	primary int // the request's primary: a continuation runs under its rules
+	// A continuation's: the failures after commit before this answer,
+	// and when the first of them happened (Engine.Continue bounds the
+	// next continuation with them).
+	cuts  int
+	cutAt int64
 }
 
 // Retried reports whether the request needed more than one attempt.

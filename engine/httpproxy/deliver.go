@@ -120,26 +120,54 @@ func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attem
 // (choiceEnds), with a [DONE] added. Up to MaxMalformedEvents malformed
 // events are skipped. A failure after commit (a cut, a stall past the idle
 // timeout, one malformed event too many, any other end without [DONE]) is
-// reported to the engine with Result.End and to the client as an in-band
-// error event, after which the stream is closed without [DONE]. An error
-// event of the upstream's own is relayed as it was sent and ends the
-// stream the same way.
+// reported to the engine with Result.End; then, when the request may be
+// continued (continuation.go), the engine runs the continuation and its
+// events follow, rewritten to continue the same answer; otherwise the
+// client gets an in-band error event, after which the stream is closed
+// without [DONE]. An error event of the upstream's own is relayed as it
+// was sent and ends the stream the same way.
 func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(at.resp.StatusCode)
+	if rq.cont != nil {
+		rq.cont.observeEvents(at.held)
+	}
 	if _, err := w.Write(at.held); err != nil {
 		return
 	}
 	at.held = nil
 	_ = rc.Flush()
+	err := rq.pump(w, rc, res, at, false)
+	for err != nil && err != errEndStreams && rq.cont != nil {
+		var ok bool
+		if res, at, ok = rq.continueStream(w, rc, res, err); !ok {
+			break
+		}
+		err = rq.pump(w, rc, res, at, true)
+	}
+	if err != nil {
+		_, _ = w.Write(streamErrorEvent(err, rq.id))
+		_ = rc.Flush()
+	}
+}
+
+// pump relays a committed stream's events after its held ones, until it
+// ends. It returns nil when the stream is over (at [DONE], at a complete
+// end without it, at an error event of the upstream's, or because the
+// client has gone) and the failure after commit otherwise, already
+// reported with res.End and logged (except errEndStreams, the gateway's
+// shutdown, for which the target is not blamed). continued: the stream is
+// a continuation, whose data events are rewritten to continue the answer
+// the client has (continuation.rewrite).
+func (rq *request) pump(w http.ResponseWriter, rc *http.ResponseController, res engine.Result, at *attempt, continued bool) error {
 	switch {
 	case at.done:
 		res.End(time.Since(at.start), nil)
-		return
+		return nil
 	case at.errEvent:
 		res.End(time.Since(at.start), ErrStreamError)
 		rq.logCommitFailure(at, ErrStreamError)
-		return
+		return nil
 	}
 	// EndStreams cancels the upstream request, which ends the read below.
 	defer context.AfterFunc(rq.h.ending, func() { at.cancel(errEndStreams) })()
@@ -147,7 +175,7 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 		kind, raw, data, err := at.sse.next()
 		if err != nil {
 			if rq.r.Context().Err() != nil {
-				return // the client has gone; the upstream is not to blame
+				return nil // the client has gone; the upstream is not to blame
 			}
 			if isMalformed(err) && rq.skipMalformed(at, err) {
 				continue
@@ -160,7 +188,7 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 					_ = rc.Flush()
 				}
 				res.End(time.Since(at.start), nil)
-				return
+				return nil
 			}
 			err = rq.streamErr(at, err, ErrStreamCut)
 			if err == errEndStreams {
@@ -170,32 +198,36 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 				res.End(time.Since(at.start), err)
 				rq.logCommitFailure(at, err)
 			}
-			_, _ = w.Write(streamErrorEvent(err, rq.id))
-			_ = rc.Flush()
-			return
+			return err
 		}
 		if kind != evNoise {
 			at.wd.arm(PhaseIdle, at.t.limits.Idle)
 		}
 		if kind == evData {
 			at.ends.observe(data)
+			switch {
+			case continued:
+				raw = rq.cont.rewrite(data)
+			case rq.cont != nil:
+				rq.cont.observe(data)
+			}
 		}
 		if _, err := w.Write(raw); err != nil {
-			return
+			return nil
 		}
 		if at.sse.br.Buffered() == 0 || kind == evDone || kind == evError {
 			if err := rc.Flush(); err != nil {
-				return
+				return nil
 			}
 		}
 		switch kind {
 		case evDone:
 			res.End(time.Since(at.start), nil)
-			return
+			return nil
 		case evError:
 			res.End(time.Since(at.start), ErrStreamError)
 			rq.logCommitFailure(at, ErrStreamError)
-			return
+			return nil
 		}
 	}
 }

@@ -46,6 +46,13 @@ type Handler struct {
 	bodyMem atomic.Int64 // bytes of client body buffers held, ≤ opts.maxBodyMemory
 	reading atomic.Int64 // client bodies being read
 
+	// Continuation (continuation.go), per target: its dialect, whether a
+	// request with it as primary may be continued, and until when (unix
+	// ns) it is not asked for a continuation after rejecting one.
+	dialect     []policy.Continuation
+	contPrimary []bool
+	noCont      []atomic.Int64
+
 	// ending is done once EndStreams has been called; streams relayed
 	// then end with the in-band gateway_shutting_down event.
 	ending context.Context
@@ -90,6 +97,7 @@ func New(e *engine.Engine, opts ...Option) (*Handler, error) {
 	}
 	h.ending, h.endAll = context.WithCancel(context.Background())
 	cfg, c := e.Config(), e.Compiled()
+	h.dialect, h.contPrimary, h.noCont = continuable(c)
 	var probs []string
 	for i := range cfg.ModelProviders {
 		mp := &cfg.ModelProviders[i]
@@ -218,6 +226,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	rq := &request{h: h, r: r, id: id, body: body, sent: model}
+	if h.contPrimary[t] {
+		if why := notContinuable(body); why == "" {
+			rq.cont = &continuation{}
+		} else if h.debug {
+			h.log.Debug("reroute request cannot be continued", zap.String("request_id", id), zap.String("why", why))
+		}
+	}
 	rq.header()
 	defer rq.release()
 	ctx := engine.WithRequestID(r.Context(), rq.id)
@@ -229,6 +244,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f := h.opts.callWrapper; f != nil {
 		call = f(call)
 	}
+	rq.ctx, rq.do = ctx, call
 	res, err := h.e.DoTarget(ctx, t, call)
 	if f := h.opts.overhead; f != nil {
 		// From the body read to the answer's first byte, less the

@@ -49,6 +49,7 @@ type options struct {
 	requestTracer         RequestTracer
 	callWrapper           func(engine.Call) engine.Call
 	headerInjector        func(context.Context, http.Header)
+	contRejectTTL         time.Duration
 }
 
 func defaultOptions() options {
@@ -59,6 +60,7 @@ func defaultOptions() options {
 		bodyTimeout:           DefaultBodyReadTimeout,
 		maxResponse:           DefaultMaxResponseBytes,
 		contextLengthFailover: true,
+		contRejectTTL:         DefaultContinuationRejectionTTL,
 	}
 }
 
@@ -242,6 +244,18 @@ func WithCallWrapper(f func(engine.Call) engine.Call) Option {
 // costs nothing.
 func WithHeaderInjector(f func(ctx context.Context, h http.Header)) Option {
 	return func(o *options) { o.headerInjector = f }
+}
+
+// WithContinuationRejectionTTL sets how long a target that rejected a
+// continuation request is not asked for another, by any request
+// (docs/gateway.md#continuing-a-cut-stream). d ≤ 0 keeps the default
+// (DefaultContinuationRejectionTTL).
+func WithContinuationRejectionTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.contRejectTTL = d
+		}
+	}
 }
 
 // connectKey carries an attempt's connect timeout to the default

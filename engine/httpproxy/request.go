@@ -1,11 +1,14 @@
 package httpproxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/reroute-go/reroute/engine"
 )
 
 // request is one client request on its way through the engine. It is
@@ -20,6 +23,11 @@ type request struct {
 	hdr  http.Header
 	alt  []altBody
 	cur  *attempt // the last attempt; the delivered one after Do succeeds
+	// cont is set when the request may be continued (continuation.go);
+	// nil for every other request.
+	cont *continuation
+	ctx  context.Context // the request's, as the engine runs it
+	do   engine.Call     // the call the engine runs, wrapped (WithCallWrapper)
 	// outside is the request's time spent in upstream calls and in the
 	// engine's waits, taken off its elapsed time to give the gateway's own
 	// overhead (WithOverheadHook).

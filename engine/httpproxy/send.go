@@ -133,7 +133,11 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	if rq.h.own && t.limits.Connect > 0 {
 		rctx = context.WithValue(rctx, connectKey{}, t.limits.Connect)
 	}
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(rq.bodyFor(t.model)))
+	body := rq.bodyFor(t.model)
+	if a.Continuation && rq.cont != nil {
+		body = rq.contBody(a.Index) // the engine asks only targets that have one (canContinue)
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
 		return rq.transportOutcome(at, err, 0)
 	}
@@ -151,6 +155,11 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	o := policy.Outcome{Status: resp.StatusCode, Header: resp.Header, TTFB: ttfb, NoSameProvider: shouldNotRetry(resp.Header)}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 && isEventStream(resp.Header) {
 		return rq.firstEvent(at, o)
+	}
+	if a.Continuation && resp.StatusCode < 300 {
+		// An answer that is not a stream cannot continue one: the engine
+		// ends the continuation on it (Final: not relayable).
+		o.Final = true
 	}
 	at.wd.arm(PhaseIdle, t.limits.Idle)
 	body, more, err := readUpTo(resp.Body, resp.ContentLength, rq.h.opts.maxResponse, at.idle, nil)
@@ -171,6 +180,12 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	o.Total = time.Since(at.start)
 	if o.Status >= 400 {
 		rq.refine(&o, classifyBody(o.Status, body))
+		if a.Continuation && rq.cont != nil && rejectsContinuation(o.Status, body) {
+			// Not a failure of the target: it does not take a
+			// continuation, and is asked for none again for a while.
+			o.NoSameTarget, o.Final = true, false
+			rq.rejected(a.Index)
+		}
 		rq.logFailure(at, &o, nil)
 	}
 	return o
