@@ -24,6 +24,7 @@ const (
 	keyPrimary    = attribute.Key("reroute.model")
 	keyTarget     = attribute.Key("reroute.target")
 	keyNumber     = attribute.Key("reroute.attempt.number")
+	keyContinues  = attribute.Key("reroute.attempt.continuation")
 	keyClass      = attribute.Key("reroute.attempt.class")
 	keyWait       = attribute.Key("reroute.wait_ms")
 	keyRetryKind  = attribute.Key("reroute.retry.kind")

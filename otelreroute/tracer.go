@@ -171,6 +171,9 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 		attrs = append(attrs, keyProvider.String(t.c.Providers[t.c.ProviderOf[a.Index]]))
 	}
 	attrs = append(attrs, keyModel.String(a.Model), keyTarget.String(a.Target), keyNumber.Int(a.Number))
+	if a.Continuation {
+		attrs = append(attrs, keyContinues.Bool(true))
+	}
 	start := t.clock.Now()
 	if rq != nil && rq.attempts > 0 {
 		kind := "failover"

@@ -2,6 +2,7 @@ package otelreroute_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -352,5 +353,50 @@ func TestWrapCallPanic(t *testing.T) {
 		if a := attrs(s.Attributes); !slices.Equal(a, want[i]) || s.Status != (sdktrace.Status{Code: codes.Error, Description: "panic"}) {
 			t.Errorf("span %s: attributes %v, status %+v; want %v", s.Name, a, s.Status, want[i])
 		}
+	}
+}
+
+// An attempt that continues a committed answer says so on its span.
+func TestContinuationAttempt(t *testing.T) {
+	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n    retry_policy: {default_strategy: same_model}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	defer tp.Shutdown(context.Background())
+	tr := otelreroute.New(e.Compiled(), otelreroute.WithTracerProvider(tp))
+	ctx, end := tr.StartRequest(context.Background(), "openai/gpt-4o")
+	call := tr.WrapCall(func(context.Context, engine.Attempt) policy.Outcome { return policy.Outcome{Status: 200} })
+	res, err := e.Do(ctx, "openai/gpt-4o", call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cause := errors.Join(engine.ErrConnectionLost, errors.New("cut"))
+	res.End(time.Second, cause)
+	if _, err := e.Continue(ctx, res, cause, func(int) bool { return true }, call); err != nil {
+		t.Fatal(err)
+	}
+	end(res, nil)
+	var marked []bool
+	for _, s := range spans.GetSpans() {
+		if s.Name != otelreroute.SpanAttempt {
+			continue
+		}
+		cont := false
+		for _, a := range s.Attributes {
+			if a.Key == "reroute.attempt.continuation" {
+				cont = a.Value.AsBool()
+			}
+		}
+		marked = append(marked, cont)
+	}
+	if len(marked) != 2 || marked[0] || !marked[1] {
+		t.Fatalf("attempt spans marked %v, want [false true]", marked)
 	}
 }

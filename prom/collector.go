@@ -70,6 +70,8 @@ type Collector struct {
 	attempts    [][]prometheus.Counter // [target][class]
 	retriesVec  *prometheus.CounterVec
 	retries     [][2]prometheus.Counter // [target of the next attempt][retrySame or retryFailover]
+	contVec     *prometheus.CounterVec
+	conts       [][2]prometheus.Counter // [target of the continuation][retrySame or retryFailover]
 	exhaustVec  *prometheus.CounterVec
 	exhaust     []prometheus.Counter // [reason], reasonOther last
 	blocksVec   *prometheus.CounterVec
@@ -140,6 +142,16 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 	for t := range nt {
 		col.retries[t][retrySame] = col.retriesVec.WithLabelValues(c.Targets[t], "same_target")
 		col.retries[t][retryFailover] = col.retriesVec.WithLabelValues(c.Targets[t], "failover")
+	}
+
+	col.contVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("continuations_total"),
+		Help: "Attempts decided to continue a streamed answer that failed after commit, by the target that continues it; kind same_target when it continues its own answer, failover otherwise.",
+	}, []string{"target", "kind"})
+	col.conts = make([][2]prometheus.Counter, nt)
+	for t := range nt {
+		col.conts[t][retrySame] = col.contVec.WithLabelValues(c.Targets[t], "same_target")
+		col.conts[t][retryFailover] = col.contVec.WithLabelValues(c.Targets[t], "failover")
 	}
 
 	col.exhaustVec = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -248,6 +260,7 @@ func (c *Collector) Hooks() engine.Hooks {
 	return engine.Hooks{
 		Attempt:   c.attempt,
 		Retry:     c.retry,
+		Continue:  c.continued,
 		Exhausted: c.exhausted,
 		Block:     c.block,
 		Ejected:   c.ejected,
@@ -294,6 +307,18 @@ func (c *Collector) retry(ev engine.RetryEvent) {
 		kind = retryFailover
 	}
 	c.retries[ev.ToIndex][kind].Inc()
+	c.wait.Observe(ev.Wait.Seconds())
+}
+
+func (c *Collector) continued(ev engine.ContinueEvent) {
+	if uint(ev.ToIndex) >= uint(len(c.conts)) {
+		return
+	}
+	kind := retrySame
+	if ev.ToIndex != ev.FromIndex {
+		kind = retryFailover
+	}
+	c.conts[ev.ToIndex][kind].Inc()
 	c.wait.Observe(ev.Wait.Seconds())
 }
 
@@ -410,6 +435,6 @@ func (c *Collector) collectActive(ch chan<- prometheus.Metric, blocks []health.B
 func (c *Collector) vectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		c.attemptsVec, c.retriesVec, c.exhaustVec, c.blocksVec, c.ejectVec,
-		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait, c.overhead,
+		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait, c.overhead, c.contVec,
 	}
 }

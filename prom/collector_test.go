@@ -1,6 +1,7 @@
 package prom_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -174,9 +175,9 @@ func TestCollectorSeriesFixedByConfiguration(t *testing.T) {
 	// 3 targets and 3 providers, all names distinct: attempts 3×6,
 	// retries 3×2, exhaustions 6, blocks 2, ejections and recoveries 6
 	// each, probes 3, the two latency histograms 3 each, the wait and the
-	// overhead histograms 1 each, blocks_active 6×3, results 3×2, the
-	// actor's 2.
-	const want = 18 + 6 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 1 + 18 + 6 + 2
+	// overhead histograms 1 each, continuations 3×2, blocks_active 6×3,
+	// results 3×2, the actor's 2.
+	const want = 18 + 6 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 1 + 6 + 18 + 6 + 2
 	if n := testutil.CollectAndCount(col); n != want {
 		t.Fatalf("%d series at New, want %d", n, want)
 	}
@@ -185,6 +186,7 @@ func TestCollectorSeriesFixedByConfiguration(t *testing.T) {
 	h.Attempt(engine.AttemptEvent{Index: -1, Class: policy.Success})
 	h.Attempt(engine.AttemptEvent{Index: 0, Class: policy.Class(200)})
 	h.Retry(engine.RetryEvent{FromIndex: 0, ToIndex: 9})
+	h.Continue(engine.ContinueEvent{FromIndex: 0, ToIndex: -2})
 	h.Exhausted("a_reason_of_tomorrow")
 	h.Block("openai/gpt-4o", health.Kind(7), time.Second)
 	h.Ejected("nobody/else", time.Second, 1)
@@ -320,4 +322,36 @@ func TestCollectorObservesStreamEnd(t *testing.T) {
 		return
 	}
 	t.Fatal("no reroute_attempt_duration_seconds")
+}
+
+// A continuation is counted by the target that continues and whether it
+// continues its own answer.
+func TestCollectorCountsContinuations(t *testing.T) {
+	col, e := newEngine(t, twoTargets)
+	ctx := testContext(t)
+	ok := func(context.Context, engine.Attempt) policy.Outcome { return policy.Outcome{Status: 200} }
+	all := func(int) bool { return true }
+	for _, cause := range []error{
+		errors.Join(engine.ErrConnectionLost, errors.New("cut")), // gpt-4o continues itself
+		errors.New("malformed events"),                           // its fallback continues
+	} {
+		res, err := e.Do(ctx, "openai/gpt-4o", ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.End(time.Second, cause)
+		if _, err := e.Continue(ctx, res, cause, all, ok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compare(t, col, `
+# HELP reroute_continuations_total Attempts decided to continue a streamed answer that failed after commit, by the target that continues it; kind same_target when it continues its own answer, failover otherwise.
+# TYPE reroute_continuations_total counter
+reroute_continuations_total{kind="failover",target="anthropic/claude-3-5-sonnet"} 1
+reroute_continuations_total{kind="failover",target="mistral/mistral-large"} 0
+reroute_continuations_total{kind="failover",target="openai/gpt-4o"} 0
+reroute_continuations_total{kind="same_target",target="anthropic/claude-3-5-sonnet"} 0
+reroute_continuations_total{kind="same_target",target="mistral/mistral-large"} 0
+reroute_continuations_total{kind="same_target",target="openai/gpt-4o"} 1
+`, "reroute_continuations_total")
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/reroute-go/reroute/engine"
+	"github.com/reroute-go/reroute/engine/httpproxy"
 	"github.com/reroute-go/reroute/health"
 	"github.com/reroute-go/reroute/policy"
 	"github.com/reroute-go/reroute/prom"
@@ -42,7 +43,8 @@ type admin struct {
 	log     *zap.Logger
 	col     *prom.Collector
 	metrics http.Handler
-	eng     atomic.Pointer[engine.Engine] // nil until attach: /readyz says 503
+	eng     atomic.Pointer[engine.Engine]     // nil until attach: /readyz says 503
+	proxy   atomic.Pointer[httpproxy.Handler] // its continuation rejections are listed with the blocks; nil: none
 
 	srv    *http.Server // the admin listener's server; nil without -admin-addr
 	served chan error
@@ -182,12 +184,18 @@ func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 // blockJSON is one entry of /debug/reroute/blocks.
 type blockJSON struct {
 	ID               string  `json:"id"`                // a target id or a provider name
-	Kind             string  `json:"kind"`              // retry_after, latency or ejected
+	Kind             string  `json:"kind"`              // retry_after, latency, ejected or continuation_rejected
 	RemainingSeconds float64 `json:"remaining_seconds"` // until it ends, to the millisecond
 }
 
+// attachProxy hands the endpoints the proxy whose continuation
+// rejections /debug/reroute/blocks lists.
+func (a *admin) attachProxy(h *httpproxy.Handler) { a.proxy.Store(h) }
+
 // blocks lists the shared blocks and ejections live now, as the health
-// actor has them once every report accepted so far is applied.
+// actor has them once every report accepted so far is applied, and the
+// targets not asked to continue a stream after rejecting a continuation
+// (kind continuation_rejected, docs/gateway.md#continuing-a-cut-stream).
 func (a *admin) blocks(w http.ResponseWriter, r *http.Request) {
 	e := a.eng.Load()
 	if e == nil {
@@ -206,6 +214,12 @@ func (a *admin) blocks(w http.ResponseWriter, r *http.Request) {
 	for _, b := range bs {
 		rem := math.Round(float64(b.Until-now)/1e6) / 1e3
 		out = append(out, blockJSON{ID: b.Name, Kind: b.Kind.String(), RemainingSeconds: max(rem, 0)})
+	}
+	if h := a.proxy.Load(); h != nil {
+		for _, c := range h.ContinuationRejections() {
+			rem := math.Round(float64(c.Until.UnixNano()-now)/1e6) / 1e3
+			out = append(out, blockJSON{ID: c.Target, Kind: "continuation_rejected", RemainingSeconds: max(rem, 0)})
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

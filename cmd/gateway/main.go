@@ -183,6 +183,7 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	defer h.CloseIdleConnections()
 	defer func() { _ = e.Close() }()
 	adm.attach(e)
+	adm.attachProxy(h)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
