@@ -65,7 +65,9 @@ model_providers:
 	if resp.StatusCode != 200 || body != want {
 		t.Fatalf("status %d, answer\n%s\nwant\n%s", resp.StatusCode, body, want)
 	}
-	var sent struct{ Messages []struct{ Role, Content string } }
+	var sent struct {
+		Messages []struct{ Role, Content string }
+	}
 	if err := json.Unmarshal(got, &sent); err != nil || len(sent.Messages) != 2 || sent.Messages[1].Role != "assistant" || sent.Messages[1].Content != "Hel" {
 		t.Fatalf("continuation request %s", got)
 	}
