@@ -199,7 +199,7 @@ func frame(data []byte) []byte {
 // event of cause.
 func (rq *request) continueStream(w http.ResponseWriter, rc *http.ResponseController, res engine.Result, cause error) (engine.Result, *attempt, bool) {
 	c := rq.cont
-	if c.stop != "" || rq.r.Context().Err() != nil {
+	if c.stop != "" || rq.r.Context().Err() != nil || rq.h.ending.Err() != nil {
 		if c.stop != "" && rq.h.debug {
 			rq.h.log.Debug("reroute stream not continued", zap.String("request_id", rq.id), zap.String("target", res.Target), zap.String("why", c.stop))
 		}
