@@ -266,3 +266,20 @@ func TestEngineContinueBoundedAcrossContinuations(t *testing.T) {
 		t.Fatalf("fourth cut: %v after %d calls; want max_attempts_reached after 3", ex, calls)
 	}
 }
+
+// A Continue hook that panics ends the continuation with a *PanicError,
+// its one result.
+func TestEngineContinueHookPanics(t *testing.T) {
+	e := mustEngine(t, contCfg, WithHooks(Hooks{Continue: func(ContinueEvent) { panic("hook bug") }}))
+	ctx := testContext(t)
+	res, err := e.Do(ctx, "a/m", newUpstreams(nil).call)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.End(time.Second, errCut)
+	_, err = e.Continue(ctx, res, errCut, all, newUpstreams(nil).call)
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Value != "hook bug" {
+		t.Fatalf("err = %v, want the hook's *PanicError", err)
+	}
+}

@@ -52,7 +52,7 @@
 // backoff delay, retry started and succeeded) are logged at debug level
 // behind a level check cached at New; exhaustion at warn. A context made
 // with WithRequestID puts its id on every line of that request. Hooks
-// (WithHooks) report attempts, retries, exhaustions, blocks, ejections,
+// (WithHooks) report attempts, retries, continuations (Continue), exhaustions, blocks, ejections,
 // recoveries, probes, stream ends and latency measurements for metrics
 // (package prom builds a Prometheus collector on them), and Counts gives
 // exact per-target attempts, successes and failures. Credentials and bodies

@@ -232,6 +232,20 @@ func TestContinueCutStream(t *testing.T) {
 		f.wantCalls(map[string]int{gpt: 1, mini: 0, claude: 1, mist: 0})
 		wantBody(t, f, claude, 0, "Hello, ")
 	})
+	t.Run("nothing delivered yet but the role", func(t *testing.T) {
+		t.Parallel()
+		// Nothing to continue: the continuation request is the client's.
+		f := newFixture(t, contConfig(policy.ContinuePrefill, ""), map[string][]reply{
+			gpt: {cutStream("gpt-4o"), sse(nil, contStream("gpt-4o", "Hello")...)},
+		})
+		_, body := f.call(contBody)
+		a := readStream(t, body)
+		a.seamless(t, "Hello", "gpt-4o")
+		a.continuedBy(t, ": reroute continued target=openai/gpt-4o attempt=2")
+		if reqs := f.ups[gpt].requests(); len(reqs) != 2 || string(reqs[1].body) != contBody {
+			t.Fatalf("continuation request %q, want the client's body", reqs[len(reqs)-1].body)
+		}
+	})
 	t.Run("a continuation cut in turn", func(t *testing.T) {
 		t.Parallel()
 		// gpt's continuation is cut too; gpt, asked again first, answers

@@ -47,9 +47,12 @@
 // delivered (docs/gateway.md#the-commit-rule): a response that is not a stream is read whole
 // (bounded by WithMaxResponseBytes) before the engine decides on it; a
 // 2xx stream is read up to its first event. After that commit, a failure
-// of the stream is reported to the engine with Result.End and to the
-// client as an in-band SSE error event, and the stream ends without
-// [DONE].
+// of the stream is reported to the engine with Result.End; then, for a
+// request that may be continued, the engine runs the continuation
+// (engine.Engine.Continue) and its events follow, rewritten into the same
+// answer (docs/gateway.md#continuing-a-cut-stream); otherwise, or when no
+// target can continue, the client gets an in-band SSE error event, and
+// the stream ends without [DONE].
 //
 // Error bodies refine the status: a content-policy refusal is returned at
 // once (policy.Outcome.Final; WithContentPolicyFailover), a context-length
