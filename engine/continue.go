@@ -86,10 +86,14 @@ func (e *Engine) Continue(ctx context.Context, prev Result, cause error, can fun
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	m.begin(&e.env, s, prev.primary)
+	m.begin(&e.env, s, int(prev.primary))
 	m.ctx = ctx
 	e.setDeadline(ctx, &m)
-	st := m.resume(resumption{from: prev.target, attempts: prev.Attempts, cuts: prev.cuts, cutAt: prev.cutAt, cause: cause, can: can})
+	r := resumption{from: int(prev.target), attempts: prev.Attempts, cause: cause, can: can}
+	if c := prev.cont; c != nil {
+		r.cuts, r.cutAt = c.cuts, c.cutAt
+	}
+	st := m.resume(r)
 	return e.drive(ctx, &m, st, call)
 }
 
@@ -101,6 +105,14 @@ type resumption struct {
 	cutAt    int64            // when the first of those happened
 	cause    error            // the failure after commit
 	can      func(t int) bool // the candidates that can continue it
+}
+
+// resumed is a continuation's state in its Machine, and in the Result it
+// delivers.
+type resumed struct {
+	can   func(t int) bool // the candidates that can continue
+	cuts  int              // the failures after commit of the request so far
+	cutAt int64            // when the first of them happened
 }
 
 // resume decides the first step of a continuation of the answer of
@@ -116,7 +128,8 @@ type resumption struct {
 // only if it is neither blocked nor ejected, as any same-target retry.
 func (m *Machine) resume(r resumption) Step {
 	m.step()
-	m.continuing, m.can = true, r.can
+	c := &resumed{can: r.can, cuts: r.cuts + 1}
+	m.cont = c
 	m.attempts, m.current, m.moved = r.attempts, r.from, r.from != m.primary
 	m.markTried(r.from)
 	m.record(FailedAttempt{Target: m.name(r.from), Number: r.attempts, Class: policy.Timeout, Err: r.cause})
@@ -129,15 +142,15 @@ func (m *Machine) resume(r resumption) Step {
 	if errors.Is(r.cause, ErrConnectionLost) {
 		m.sameRetries = 1
 	}
-	m.cuts, m.cutAt = r.cuts+1, m.now()
+	c.cutAt = m.now()
 	if r.cuts > 0 {
-		m.cutAt = r.cutAt
+		c.cutAt = r.cutAt
 	}
 	if m.rules.MaxRetryDuration > 0 {
-		m.retryStart, m.retryStarted = m.cutAt, true
+		m.retryStart, m.retryStarted = c.cutAt, true
 	}
 	n := 0
-	for range m.cuts {
+	for range c.cuts {
 		n = m.count(key)
 	}
 	if n >= act.MaxAttempts {
@@ -149,7 +162,7 @@ func (m *Machine) resume(r resumption) Step {
 // canUse reports whether target t may be a candidate of this request: any
 // target for an ordinary request, those that can continue for a
 // continuation.
-func (m *Machine) canUse(t int) bool { return m.can == nil || m.can(t) }
+func (m *Machine) canUse(t int) bool { return m.cont == nil || m.cont.can(t) }
 
 // continued tells the host about a continuation attempt about to be made.
 func (m *Machine) continued(t int, wait time.Duration, pos int) {

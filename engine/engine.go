@@ -365,7 +365,7 @@ var errNoResponse = errors.New("reroute: call returned neither a status nor an e
 // invoke makes one attempt: the per-attempt timeout, the latency
 // measurement when the call does not report one, and panic recovery.
 func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Duration, call Call) (o policy.Outcome, perr error) {
-	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait, Continuation: m.continuing}
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait, Continuation: m.cont != nil}
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time

@@ -132,12 +132,9 @@ type Machine struct {
 	last      policy.Outcome
 	lastClass policy.Class
 
-	// A continuation (resume): can filters the candidates, nil for an
-	// ordinary request.
-	continuing bool
-	can        func(t int) bool
-	cuts       int   // the failures after commit of the request so far
-	cutAt      int64 // when the first of them happened
+	// cont is a continuation's state (resume); nil for an ordinary
+	// request, so that they pay one word for it.
+	cont *resumed
 
 	virtual bool
 	nowNs   int64
@@ -485,7 +482,7 @@ func (m *Machine) Start() Step {
 }
 
 func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
-	if m.continuing {
+	if m.cont != nil {
 		m.continued(t, wait, fallbackPos)
 	} else if m.attempts > 0 {
 		if m.env.hooks.Retry != nil {
@@ -535,7 +532,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
 	if !class.Retriable() {
-		if m.continuing && class == policy.PassThrough {
+		if m.cont != nil && class == policy.PassThrough {
 			return m.unrelayable(t, o, class)
 		}
 		// Passive health hears of a delivered answer only when it
@@ -894,7 +891,7 @@ func (m *Machine) waitFits(d time.Duration) bool {
 // with the primary's provider pp, not of a provider ruled out, and, for a
 // continuation, able to continue.
 func (m *Machine) matches(t int, s policy.Strategy, pp int) bool {
-	if m.can != nil && !m.can(t) {
+	if m.cont != nil && !m.cont.can(t) {
 		return false
 	}
 	p := m.env.c.ProviderOf[t]
@@ -1077,7 +1074,7 @@ func (m *Machine) fail(r Reason, budget bool) Step {
 		m.env.hooks.Exhausted(r)
 	}
 	msg := "reroute request exhausted"
-	if m.continuing {
+	if m.cont != nil {
 		msg = "reroute continuation exhausted"
 	}
 	if ce := m.env.log.Check(zap.WarnLevel, msg); ce != nil {
@@ -1111,10 +1108,9 @@ func (m *Machine) Result() Result {
 		env:      m.env,
 		shard:    m.shard,
 		rules:    m.rules,
-		target:   m.current,
-		primary:  m.primary,
-		cuts:     m.cuts,
-		cutAt:    m.cutAt,
+		target:   int32(m.current),
+		primary:  int32(m.primary),
+		cont:     m.cont,
 	}
 }
 

@@ -18,13 +18,11 @@ type Result struct {
 	env     *env
 	shard   *shard
 	rules   *policy.Rules
-	target  int
-	primary int // the request's primary: a continuation runs under its rules
-	// A continuation's: the failures after commit before this answer,
-	// and when the first of them happened (Engine.Continue bounds the
-	// next continuation with them).
-	cuts  int
-	cutAt int64
+	target  int32
+	primary int32 // the request's primary: a continuation runs under its rules
+	// cont is set on a continuation's Result: the failures after commit
+	// before it, with which Engine.Continue bounds the next one.
+	cont *resumed
 }
 
 // Retried reports whether the request needed more than one attempt.
@@ -45,11 +43,11 @@ func (r Result) End(total time.Duration, err error) {
 		return
 	}
 	if v.hooks.End != nil {
-		v.hooks.End(EndEvent{Target: r.Target, Index: r.target, Total: total, Err: err})
+		v.hooks.End(EndEvent{Target: r.Target, Index: int(r.target), Total: total, Err: err})
 	}
 	if err != nil {
-		r.shard.add(r.target, countSuccesses, -1)
-		r.shard.count(r.target, countFailures)
+		r.shard.add(int(r.target), countSuccesses, -1)
+		r.shard.count(int(r.target), countFailures)
 		// A cut or a stall is a transport failure of the target like one
 		// before commit: passive health counts it, so that a target that
 		// keeps dropping streams is taken out of the way, and a
@@ -74,5 +72,5 @@ func (r Result) End(total time.Duration, err error) {
 	if total <= l.Threshold || l.ApplyTo != policy.ApplyGlobal {
 		return
 	}
-	v.health.ReportLatency(v.c.ID(r.target, l.Scope), v.now(), l.MinTriggers, l.Window, l.Block)
+	v.health.ReportLatency(v.c.ID(int(r.target), l.Scope), v.now(), l.MinTriggers, l.Window, l.Block)
 }
