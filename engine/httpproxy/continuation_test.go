@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -246,6 +247,27 @@ func TestContinueCutStream(t *testing.T) {
 			t.Fatalf("continuation request %q, want the client's body", reqs[len(reqs)-1].body)
 		}
 	})
+	t.Run("escaped text, and a role chunk with content", func(t *testing.T) {
+		t.Parallel()
+		// The text crosses the cut exactly: JSON escapes decoded into the
+		// continuation body, HTML characters and non-ASCII kept; a
+		// continuation whose first chunk carries its role and text keeps
+		// the text.
+		head := `data: {"id":"chatcmpl-CONT7","object":"chat.completion.chunk","created":1767229999,"model":"gpt-4o",`
+		f := newFixture(t, contConfig(policy.ContinuePrefill, ""), map[string][]reply{
+			gpt: {cutStream("gpt-4o", `Say \"<b>h\u00e9\"`, `\n\ud83d\ude00 `), sse(nil,
+				head+`"choices":[{"index":0,"delta":{"role":"assistant","content":"&amp; <i>more</i>"},"finish_reason":null}]}`+"\n\n",
+				head+`"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`+"\n\n",
+				done)},
+		})
+		_, body := f.call(contBody)
+		a := readStream(t, body)
+		a.seamless(t, "Say \"<b>h\u00e9\"\n\U0001F600 &amp; <i>more</i>", "gpt-4o")
+		wantBody(t, f, gpt, 1, "Say \"<b>h\u00e9\"\n\U0001F600 ")
+		if !strings.Contains(body, `"content":"&amp; <i>more</i>"`) {
+			t.Fatalf("continued chunk re-escaped: %s", body)
+		}
+	})
 	t.Run("a continuation cut in turn", func(t *testing.T) {
 		t.Parallel()
 		// gpt's continuation is cut too; gpt, asked again first, answers
@@ -362,5 +384,26 @@ func TestContinueNothingCan(t *testing.T) {
 			}
 			f.wantCalls(tt.calls)
 		})
+	}
+}
+
+// A configuration without any continuation dialect makes no request
+// continuable: the relay keeps nothing.
+func TestContinuableNeedsADialect(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want []bool
+	}{
+		{"model_providers:\n  - model: a/m\n    retry_policy: {fallback_models: [b/m]}\n  - model: b/m\n", []bool{false, false}},
+		{"model_providers:\n  - model: a/m\n    retry_policy: {fallback_models: [b/m]}\n  - model: b/m\n    continuation: prefix\n", []bool{true, false}},
+		{"model_providers:\n  - model: a/m\n    retry_policy: {fallback_models: [b/m], continue_streams: false}\n  - model: b/m\n    continuation: prefix\n", []bool{false, false}},
+	} {
+		cfg, _, err := policy.Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, primary, _ := continuable(cfg.Compiled()); !slices.Equal(primary, tc.want) {
+			t.Errorf("%s: continuable primaries %v, want %v", tc.yaml, primary, tc.want)
+		}
 	}
 }
