@@ -149,7 +149,7 @@ func continuationBody(body []byte, d policy.Continuation, text string) ([]byte, 
 		}
 	}
 
-	out := make([]byte, 0, len(body)+len(text)+len(text)/16+96)
+	out := make([]byte, 0, len(body)+escapedLen(text)+96)
 	prev := 0
 	for _, e := range edits {
 		out = append(out, body[prev:e.start]...)
@@ -173,6 +173,23 @@ func continuationBody(body []byte, d policy.Continuation, text string) ([]byte, 
 		prev = e.end
 	}
 	return append(out, body[prev:]...), nil
+}
+
+// escapedLen is the length of text escaped by appendJSONChars when text
+// is ASCII or valid UTF-8 without U+2028 and U+2029 (otherwise a little
+// more): the result is then allocated once. Counting costs a pass over
+// text, less than growing the result while appending to it.
+func escapedLen(text string) int {
+	n := len(text)
+	for i := 0; i < len(text); i++ {
+		switch c := text[i]; {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		}
+	}
+	return n
 }
 
 // edit is one change continuationBody makes: the bytes [start, end) of the
