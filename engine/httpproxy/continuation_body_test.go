@@ -275,7 +275,8 @@ func TestRejectsContinuation(t *testing.T) {
 }
 
 // FuzzContinuationBody: for any body and any text, continuationBody either
-// refuses for a reason a plain decoder confirms, or returns valid JSON
+// refuses for a reason a plain decoder confirms (and notContinuable
+// refuses the body too), or returns valid JSON
 // that decodes to the input with exactly the dialect's change: one more
 // message (or the text joined to the last message's content), the
 // dialect's members, and every other member as it was. For prefill and
@@ -308,6 +309,12 @@ func FuzzContinuationBody(f *testing.F) {
 		if !bytes.Equal(in, body) {
 			t.Fatal("the input body was modified")
 		}
+		// The check made when the request arrives agrees with the
+		// builder: a request it passes can always be built.
+		if reason := notContinuable(body); reason == "" && err != nil {
+			t.Fatalf("notContinuable passed a body continuationBody refuses (%v):\n%q", err, body)
+		}
+		rejectsContinuation(400, body) // never panics, whatever the body
 		ref, refErr := naiveTail(body)
 		if err != nil {
 			if out != nil {
