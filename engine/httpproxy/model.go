@@ -314,8 +314,15 @@ func RewriteModel(body []byte, model string) ([]byte, error) {
 // appendJSONString appends s as a JSON string. Unlike encoding/json it does
 // not escape <, > and &: a model name is not HTML.
 func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
+	return append(appendJSONChars(dst, s), '"')
+}
+
+// appendJSONChars appends the characters of s as they appear between the
+// quotes of a JSON string: control characters, quotes, backslashes and
+// U+2028/U+2029 escaped, each byte of invalid UTF-8 as U+FFFD.
+func appendJSONChars(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -347,5 +354,5 @@ func appendJSONString(dst []byte, s string) []byte {
 		}
 		i += size
 	}
-	return append(dst, '"')
+	return dst
 }

@@ -166,7 +166,7 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	if err != nil {
 		return rq.transportOutcome(at, errors.Join(ErrBodyCut, err), ttfb)
 	}
-	if !more && closeDelimited(resp) && resp.StatusCode < 300 && isJSON(resp.Header) && !json.Valid(body) {
+	if !more && closeDelimited(resp) && resp.StatusCode < 300 && jsonAnswer(resp.Header, body) && !json.Valid(body) {
 		// A body that ends with the connection cannot be told from one
 		// cut with it, except by its content: a JSON answer that does not
 		// parse was cut. Never deliver it as a success.
@@ -197,6 +197,21 @@ var anthropicVersion = []string{"2023-06-01"}
 // closes: neither a length nor chunked framing says where it ends.
 func closeDelimited(resp *http.Response) bool {
 	return resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 && !resp.Uncompressed
+}
+
+// jsonAnswer reports an answer that is JSON: one that says so in its
+// Content-Type, or one without a Content-Type whose body starts like a
+// JSON object or array (some servers send no type, and a chat completion
+// answer is JSON).
+func jsonAnswer(h http.Header, body []byte) bool {
+	if isJSON(h) {
+		return true
+	}
+	if h.Get("Content-Type") != "" {
+		return false
+	}
+	b := bytes.TrimLeft(body, " \t\r\n")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
 // isJSON reports a JSON media type (application/json, or a +json suffix).
