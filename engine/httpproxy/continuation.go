@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -301,9 +302,18 @@ func (rq *request) contBody(t int) []byte {
 }
 
 // rejected records that target t rejected a continuation request: not
-// asked again in this request, nor by any other for the rejection TTL.
+// asked again in this request, nor by any other for the rejection TTL,
+// unless the delivered text ends with white space: some providers refuse
+// a prefill that does (Anthropic), which says nothing of the next
+// request's text.
 func (rq *request) rejected(t int) {
 	rq.cont.rejected = append(rq.cont.rejected, t)
+	if txt := rq.cont.text; len(txt) > 0 && strings.ContainsRune(" \t\n\r", rune(txt[len(txt)-1])) {
+		if rq.h.debug {
+			rq.h.log.Debug("reroute target rejected a continuation of text that ends with white space", zap.String("request_id", rq.id), zap.String("target", rq.h.targets[t].id))
+		}
+		return
+	}
 	ttl := rq.h.opts.contRejectTTL
 	until := time.Now().Add(ttl)
 	rq.h.noCont[t].Store(until.UnixNano())
