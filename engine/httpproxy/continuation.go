@@ -139,9 +139,12 @@ func (c *continuation) rewrite(data []byte) []byte {
 	if json.Unmarshal(data, &top) != nil {
 		return frame(data)
 	}
-	for k, v := range map[string]json.RawMessage{"id": c.id, "model": c.model, "created": c.created} {
-		if _, ok := top[k]; ok && v != nil {
-			top[k] = v
+	for _, kv := range [...]struct {
+		k string
+		v json.RawMessage
+	}{{"id", c.id}, {"model", c.model}, {"created", c.created}} {
+		if _, ok := top[kv.k]; ok && kv.v != nil {
+			top[kv.k] = kv.v
 		}
 	}
 	roleOnly := false
@@ -223,7 +226,9 @@ func (rq *request) continueStream(w http.ResponseWriter, rc *http.ResponseContro
 		ce.Write(zap.String("request_id", rq.id), zap.String("from", res.Target), zap.String("target", next.Target),
 			zap.Int("attempt", next.Attempts), zap.Int("delivered_bytes", len(c.text)))
 	}
-	comment := ": reroute continued target=" + next.Target + " attempt=" + strconv.Itoa(next.Attempts) + "\n\n"
+	// A target id is the configuration's; a line break in one would end
+	// the comment early.
+	comment := ": reroute continued target=" + strings.NewReplacer("\n", " ", "\r", " ").Replace(next.Target) + " attempt=" + strconv.Itoa(next.Attempts) + "\n\n"
 	if _, err := io.WriteString(w, comment); err != nil {
 		return next, at, true // the client has gone: the relay finds out
 	}
