@@ -40,6 +40,12 @@ import (
 // version fixes, not the next second.
 const DefaultContinuationRejectionTTL = 10 * time.Minute
 
+// MaxContinuationText bounds the text a continuable stream keeps for its
+// continuation: 1 MiB, more than the longest answer of today's models.
+// A longer answer is relayed as any other stream, and is no longer
+// continued if it fails, so that each client costs bounded memory.
+const MaxContinuationText = 1 << 20
+
 // continuation is what a request that may be continued keeps of its
 // stream. It is owned by the request's goroutine.
 type continuation struct {
@@ -102,6 +108,8 @@ func (c *continuation) observe(data []byte) {
 			c.stop = "a tool call in flight"
 		case x.FinishReason != nil && *x.FinishReason != "":
 			c.stop = "the answer's finish_reason was sent"
+		case x.Delta.Content != nil && len(c.text)+len(*x.Delta.Content) > MaxContinuationText:
+			c.stop, c.text = "an answer longer than MaxContinuationText", nil
 		case x.Delta.Content != nil:
 			c.text = append(c.text, *x.Delta.Content...)
 			continue

@@ -379,6 +379,8 @@ func TestContinueNothingCan(t *testing.T) {
 			calls: map[string]int{gpt: 1, claude: 2, mist: 0}},
 		{name: "a tool call in flight", body: contBody, gpt: cut(sse(nil, roleChunk("chatcmpl-9zX1", "gpt-4o"), toolCall)),
 			calls: map[string]int{gpt: 1, claude: 0, mist: 0}},
+		{name: "an answer too long to keep", body: contBody, gpt: cutStream("gpt-4o", strings.Repeat("a", MaxContinuationText/2), strings.Repeat("b", MaxContinuationText/2+1)),
+			calls: map[string]int{gpt: 1, claude: 0, mist: 0}},
 		{name: "n > 1", body: `{"model":"gpt-4o","stream":true,"n":2,"messages":[{"role":"user","content":"Hi"}]}`, gpt: cutStream("gpt-4o", "Hel"),
 			calls: map[string]int{gpt: 1, claude: 0, mist: 0}},
 		{name: "logprobs", body: `{"model":"gpt-4o","stream":true,"logprobs":true,"messages":[{"role":"user","content":"Hi"}]}`, gpt: cutStream("gpt-4o", "Hel"),
