@@ -118,6 +118,18 @@ type Hooks struct {
 	// with a threshold (on_high_latency), over the threshold or not; a
 	// stream measured in total is measured when it ends (Result.End).
 	Latency func(target string, d time.Duration)
+	// Hedge is called when a request starts a hedge beside its attempt
+	// in flight (docs/behaviour.md#hedging), on the goroutine that
+	// starts it (not the request's).
+	Hedge func(HedgeEvent)
+}
+
+// HedgeEvent describes a hedge started beside a slow attempt.
+type HedgeEvent struct {
+	From, To           string // the slow attempt's target and the hedge's
+	FromIndex, ToIndex int    // their indices in the compiled configuration
+	Number             int    // the hedge's attempt number
+	Delay              time.Duration
 }
 
 // AttemptEvent describes one finished attempt.
@@ -130,6 +142,10 @@ type AttemptEvent struct {
 	TTFB   time.Duration // as the call reported it (or the engine measured it); 0 when unknown
 	Total  time.Duration // 0 when unknown, as for a stream handed over at its first byte
 	Err    error         // the transport error or timeout, if any
+	// Abandoned: the attempt lost the race with a hedge (or its hedge lost
+	// to it) and was cancelled; its outcome was neither a success nor a
+	// failure of its target. Class is then Timeout.
+	Abandoned bool
 }
 
 // EndEvent describes how a delivered stream ended (Result.End).
