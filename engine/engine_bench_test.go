@@ -153,7 +153,9 @@ engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}
 // that a benchmark measures the race and not the delay.
 type instantClock struct{ clock.Clock }
 
-func (c instantClock) AfterFunc(_ time.Duration, f func()) *clock.Timer { return c.Clock.AfterFunc(0, f) }
+func (c instantClock) AfterFunc(_ time.Duration, f func()) *clock.Timer {
+	return c.Clock.AfterFunc(0, f)
+}
 
 // BenchmarkDoHedged: the path where a hedge fires ("fired"): the primary's
 // call waits for its context; the hedge starts on the timer's goroutine,

@@ -77,8 +77,8 @@ type Machine struct {
 	hedgeNum    int
 	hedgeTarget int
 	took        time.Duration
-	moved    bool // an attempt has gone to a target other than the primary
-	noSame   bool // the last failure forbids another attempt to the same target
+	moved       bool // an attempt has gone to a target other than the primary
+	noSame      bool // the last failure forbids another attempt to the same target
 	// sameRetries is what same_model_retries allows the last failure
 	// (Rules.SameRetries: its status entry's, on_timeout's, or the policy's)
 	sameRetries int
