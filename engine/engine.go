@@ -152,7 +152,9 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	if e.actor != nil {
 		src = e.actor
 	}
-	e.env.hedging(c, src, o.clock.Now().UnixNano())
+	if !o.noHedge {
+		e.env.hedging(c, src, o.clock.Now().UnixNano())
+	}
 	for i := range e.shards {
 		e.shards[i].counts = newCounts(c.NumTargets())
 	}

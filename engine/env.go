@@ -49,9 +49,10 @@ type env struct {
 	claimFor []time.Duration
 
 	// Hedging (hedge.go): per primary target, its policy's hedge budget
-	// (nil when no policy hedges; an entry nil when its policy does not);
-	// and where percentiles of time to first token come from (nil when
-	// no policy hedges by one, or under WithHealth).
+	// (nil when no policy hedges, or under WithoutHedging; an entry nil
+	// when its policy does not hedge); and where percentiles of time to
+	// first token come from (nil when no policy hedges by one, or under
+	// WithHealth).
 	hedges []*hedgeBudget
 	ttfb   ttfbSource
 }

@@ -101,7 +101,7 @@ func (m *Machine) hedgeDelay(t int, wait time.Duration) time.Duration {
 // attempt's Call meanwhile and synchronises with the caller before it
 // touches the Machine again.
 func (m *Machine) Hedge() Step {
-	if m.hedged || m.rules == nil || m.rules.Hedge == nil || m.hedgeNum != 0 {
+	if m.hedged || m.rules == nil || m.rules.Hedge == nil || m.hedgeNum != 0 || m.env.hedges == nil {
 		return Step{}
 	}
 	m.hedged = true // whatever is decided now: the moment has passed

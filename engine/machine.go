@@ -470,7 +470,7 @@ func countsAsFailure(o *policy.Outcome, hinted bool) bool {
 // default strategy.
 func (m *Machine) Start() Step {
 	m.step()
-	if m.rules != nil && m.rules.Hedge != nil {
+	if m.rules != nil && m.rules.Hedge != nil && m.env.hedges != nil {
 		m.env.hedges[m.primary].begun.Add(1) // what the hedge budget's share is of
 	}
 	if m.rules != nil && (!m.view.Clear(m.primary) || m.facts.n > 0) {
@@ -514,7 +514,7 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	}
 	// The attempt is counted when it ends, as a success or a failure:
 	// attempts are their sum, which spares every request an atomic add.
-	if m.rules == nil || m.rules.Hedge == nil || m.hedged {
+	if m.rules == nil || m.rules.Hedge == nil || m.hedged || m.env.hedges == nil {
 		return Step{Kind: StepAttempt, Target: t, Wait: wait}
 	}
 	return Step{Kind: StepAttempt, Target: t, Wait: wait, Hedge: m.hedgeDelay(t, wait)}

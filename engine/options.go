@@ -23,6 +23,8 @@ type options struct {
 	rnd    rand.Source
 	hooks  Hooks
 	health Health
+	// noHedge turns hedging off (WithoutHedging)
+	noHedge bool
 }
 
 // WithLogger sets the logger. The default is zap.NewNop(). Request-path
@@ -81,6 +83,14 @@ func WithHooks(h Hooks) Option {
 // goroutine.
 func WithHealth(h Health) Option {
 	return func(o *options) { o.health = h }
+}
+
+// WithoutHedging turns every retry_policy's hedge off: the engine runs as
+// if no policy had a hedge block. It is for comparisons (loadgen's
+// no-hedge baseline) and for a host that wants a switch to stop hedging at
+// once without editing the configuration.
+func WithoutHedging() Option {
+	return func(o *options) { o.noHedge = true }
 }
 
 // Hooks are optional callbacks for metrics. A nil field is skipped.
