@@ -338,7 +338,10 @@ func (s *sim) step(i int32, st engine.Step, now int64) {
 	r := s.slots[i]
 	switch st.Kind {
 	case engine.StepAttempt:
-		r.target, r.hedgeIn = st.Target, st.Hedge
+		r.target, r.hedgeIn = st.Target, 0
+		if !s.naive {
+			r.hedgeIn = r.m.HedgeAfter()
+		}
 		if st.Wait > 0 {
 			s.h.push(now+int64(st.Wait), evStart, i)
 			return

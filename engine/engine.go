@@ -272,7 +272,7 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			st = m.Interrupt(ErrClosed)
 			continue
 		}
-		if st.Hedge > 0 {
+		if m.hedgeIn > 0 {
 			var perr error
 			if st, perr = e.race(ctx, &m, st, call); perr != nil {
 				return Result{}, perr

@@ -14,7 +14,7 @@ import (
 )
 
 // Hedging (docs/behaviour.md#hedging). The Machine decides everything: the
-// delay of a hedge (Step.Hedge), whether one starts and where (Hedge), and
+// delay of a hedge (HedgeAfter), whether one starts and where (Hedge), and
 // what the two outcomes mean (Failed, Abandon, then Observe or Cut). The
 // driver here, Engine.race, only runs the two calls and says which
 // returned first.
@@ -85,7 +85,12 @@ func (m *Machine) hedgeDelay(t int, wait time.Duration) time.Duration {
 	return d
 }
 
-// Hedge decides, when the delay of Step.Hedge has passed and the attempt
+// HedgeAfter returns, after a StepAttempt, how long after the attempt
+// starts the driver asks Hedge for a second attempt beside it, if the
+// first has not returned by then; 0: no hedge.
+func (m *Machine) HedgeAfter() time.Duration { return m.hedgeIn }
+
+// Hedge decides, when the delay of HedgeAfter has passed and the attempt
 // has not returned, whether a hedge starts beside it. It answers a
 // StepAttempt to make at once, on its own goroutine, with the request's
 // next attempt number, or a Step of Kind 0: no hedge. A request has at most
@@ -104,7 +109,7 @@ func (m *Machine) Hedge() Step {
 	if m.hedged || m.rules == nil || m.rules.Hedge == nil || m.hedgeNum != 0 || m.env.hedges == nil {
 		return Step{}
 	}
-	m.hedged = true // whatever is decided now: the moment has passed
+	m.hedged, m.hedgeIn = true, 0 // whatever is decided now: the moment has passed
 	if !m.virtual {
 		m.haveNow = false
 	}
@@ -290,7 +295,7 @@ type hedgeResult struct {
 	lost bool // it returned because it had lost
 }
 
-// race runs the attempt st with its hedge armed after st.Hedge: the call
+// race runs the attempt st with its hedge armed after HedgeAfter: the call
 // on this goroutine as any attempt's, and, if the delay passes first and
 // the Machine decides a hedge, the hedge's call on the timer's goroutine.
 // The first deliverable outcome wins; the loser's context is cancelled
@@ -308,7 +313,7 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 	defer pcancel(nil)
 	r := &race{m: m, pcancel: pcancel, result: make(chan hedgeResult, 1), fin: make(chan struct{}, 1)}
 	rules, n := m.rules, m.attempts
-	timer := e.clock.AfterFunc(st.Hedge, func() { e.hedge(ctx, r, call) })
+	timer := e.clock.AfterFunc(m.hedgeIn, func() { e.hedge(ctx, r, call) })
 	o, took, perr := e.invoke(pctx, rules, st.Target, n, st.Wait, call)
 	started := r.stop(timer)
 	if r.perr != nil {

@@ -35,11 +35,10 @@ type Step struct {
 	Kind   StepKind
 	Target int           // target index, for StepAttempt
 	Wait   time.Duration // for StepAttempt
-	// Hedge, for StepAttempt, is how long after the attempt starts the
-	// driver asks Hedge for a second attempt beside it, if the first has
-	// not returned by then; 0: no hedge (docs/behaviour.md#hedging).
-	Hedge time.Duration
-	Err   *ExhaustedError
+	Err    *ExhaustedError
+	// Four words: a Step is returned in registers. A fifth field (the
+	// hedge delay was one) makes the compiler return it through memory,
+	// which cost every request about 15 ns; Machine.HedgeAfter has it.
 }
 
 // Machine is one request's decisions: which target to attempt, how long
@@ -74,6 +73,7 @@ type Machine struct {
 	// took, set by the driver of a hedging policy: the sample of its
 	// target's time to first token.
 	hedged      bool
+	hedgeIn     time.Duration // the hedge delay of the attempt last decided (HedgeAfter)
 	hedgeNum    int
 	hedgeTarget int
 	took        time.Duration
@@ -514,10 +514,10 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	}
 	// The attempt is counted when it ends, as a success or a failure:
 	// attempts are their sum, which spares every request an atomic add.
-	if m.rules == nil || m.rules.Hedge == nil || m.hedged || m.env.hedges == nil {
-		return Step{Kind: StepAttempt, Target: t, Wait: wait}
+	if m.rules != nil && m.rules.Hedge != nil && !m.hedged && m.env.hedges != nil {
+		m.hedgeIn = m.hedgeDelay(t, wait)
 	}
-	return Step{Kind: StepAttempt, Target: t, Wait: wait, Hedge: m.hedgeDelay(t, wait)}
+	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
 
 // Observe takes the outcome of the attempt the last step asked for and
@@ -530,7 +530,11 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		m.haveNow = false
 	}
 	t := m.current
-	class := m.seen(t, m.curNum, o)
+	class, event, measured := m.rules.Classify(o)
+	m.last, m.lastClass = *o, class
+	if m.env.hooks.Attempt != nil || m.env.hooks.Latency != nil || event {
+		m.tell(t, m.curNum, o, class, event, measured)
+	}
 	if !class.Retriable() {
 		// Passive health hears of a delivered answer only when it
 		// matters: a failure passed through as it is (no retry_policy),
@@ -569,6 +573,13 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 func (m *Machine) seen(t, n int, o *policy.Outcome) policy.Class {
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
+	m.tell(t, n, o, class, event, measured)
+	return class
+}
+
+// tell tells the hooks and the latency rule of the outcome o of attempt
+// number n, to target t, classified by seen.
+func (m *Machine) tell(t, n int, o *policy.Outcome, class policy.Class, event bool, measured time.Duration) {
 	if m.env.hooks.Attempt != nil {
 		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: n, Status: o.Status, Class: class, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
 	}
@@ -582,7 +593,6 @@ func (m *Machine) seen(t, n int, o *policy.Outcome) policy.Class {
 	if event {
 		m.latencyEvent(t, measured, class.Retriable())
 	}
-	return class
 }
 
 // failure records the failed outcome o of attempt number n, to target t,
