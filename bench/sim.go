@@ -160,7 +160,7 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 	c := cfg.Compiled()
 	st := health.NewState(c)
 	clk := &virtualClock{Clock: clock.New(), now: epoch}
-	opts := []engine.Option{engine.WithHealth(engine.SyncHealth(st)), engine.WithSeed(seed), engine.WithClock(clk)}
+	opts := []engine.Option{engine.WithHealth(newSimHealth(engine.SyncHealth(st), c)), engine.WithSeed(seed), engine.WithClock(clk)}
 	if baseline == BaselineNoHedge {
 		opts = append(opts, engine.WithoutHedging())
 	}
@@ -466,6 +466,9 @@ func (s *sim) ended(ev event, now int64) {
 	if cut {
 		s.cut(ev.slot, now)
 		return
+	}
+	if !s.naive {
+		r.m.SetTook(time.Duration(now - r.start)) // the time to first token, for delay_percentile
 	}
 	s.observe(ev.slot, now)
 }

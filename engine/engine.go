@@ -151,6 +151,8 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 	var src ttfbSource
 	if e.actor != nil {
 		src = e.actor
+	} else if ts, ok := o.health.(ttfbSource); ok {
+		src = ts // a WithHealth that keeps times to first token too (the simulator's)
 	}
 	if !o.noHedge {
 		e.env.hedging(c, src, o.clock.Now().UnixNano())

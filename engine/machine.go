@@ -529,7 +529,8 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if !m.virtual {
 		m.haveNow = false
 	}
-	t := m.current
+	t, took := m.current, m.took
+	m.took = 0
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
 	if m.env.hooks.Attempt != nil || m.env.hooks.Latency != nil || event {
@@ -546,8 +547,8 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		}
 		m.flushFailure() // the request ends: nothing is held back past it
 		m.shard.count(t, countSuccesses)
-		if m.took > 0 {
-			m.sampleTTFB(t, m.took)
+		if took > 0 {
+			m.sampleTTFB(t, took)
 		}
 		if m.attempts > 1 && m.env.debug {
 			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))

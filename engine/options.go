@@ -80,7 +80,10 @@ func WithHooks(h Hooks) Option {
 // WithHealth replaces the engine's health actor by h. It exists for the
 // simulator, which drives requests one at a time in virtual time and wants
 // every fact applied at once (see SyncHealth); with it the engine starts no
-// goroutine.
+// goroutine. If h also has the methods ReportTTFB(t int, d time.Duration)
+// bool and TTFB(t, k int) (time.Duration, bool), as health.Actor does, a
+// hedge's delay_percentile reads from it; otherwise such a hedge waits its
+// max_delay_ms.
 func WithHealth(h Health) Option {
 	return func(o *options) { o.health = h }
 }
