@@ -65,6 +65,10 @@ type Attempt struct {
 	Number   int                   // overall attempt number of the request, from 1
 	Provider *policy.ModelProvider // the target's configuration entry (base_url, credentials, timeouts)
 	Wait     time.Duration         // how long the engine waited before this attempt (backoff, Retry-After); 0 for most
+	// Hedge says the attempt is a hedge (docs/behaviour.md#hedging):
+	// attempt Number-1 may still be running beside it, on another
+	// goroutine, and must not be released yet.
+	Hedge bool
 }
 
 // New builds an engine from cfg. It finalizes cfg (filling defaults), refuses
@@ -281,7 +285,7 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			}
 			continue
 		}
-		o, _, perr := e.invoke(ctx, m.rules, st.Target, m.attempts, st.Wait, call)
+		o, _, perr := e.invoke(ctx, m.rules, st.Target, m.attempts, st.Wait, false, call)
 		if perr != nil {
 			return Result{}, perr
 		}
@@ -330,8 +334,8 @@ var errNoResponse = errors.New("reroute: call returned neither a status nor an e
 // does not report one, and panic recovery. It touches no Machine, so that
 // a hedge's invoke can run beside its Machine's owner. took is how long
 // the call took, measured only for a hedging policy (else 0).
-func (e *Engine) invoke(ctx context.Context, rules *policy.Rules, t, n int, wait time.Duration, call Call) (o policy.Outcome, took time.Duration, perr error) {
-	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: n, Provider: &e.cfg.ModelProviders[t], Wait: wait}
+func (e *Engine) invoke(ctx context.Context, rules *policy.Rules, t, n int, wait time.Duration, hedge bool, call Call) (o policy.Outcome, took time.Duration, perr error) {
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: n, Provider: &e.cfg.ModelProviders[t], Wait: wait, Hedge: hedge}
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time

@@ -182,8 +182,10 @@ func (m *Machine) HedgeTarget() int {
 // would be delivered rather than retried: the test of which of two racing
 // calls wins. It reads only the policy, which never changes, so it is
 // safe to call on any goroutine.
-func (m *Machine) Deliverable(o *policy.Outcome) bool {
-	c, _, _ := m.rules.Classify(o)
+func (m *Machine) Deliverable(o *policy.Outcome) bool { return deliverable(m.rules, o) }
+
+func deliverable(rules *policy.Rules, o *policy.Outcome) bool {
+	c, _, _ := rules.Classify(o)
 	return !c.Retriable()
 }
 
@@ -314,7 +316,7 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 	r := &race{m: m, pcancel: pcancel, result: make(chan hedgeResult, 1), fin: make(chan struct{}, 1)}
 	rules, n := m.rules, m.attempts
 	timer := e.clock.AfterFunc(m.hedgeIn, func() { e.hedge(ctx, r, call) })
-	o, took, perr := e.invoke(pctx, rules, st.Target, n, st.Wait, call)
+	o, took, perr := e.invoke(pctx, rules, st.Target, n, st.Wait, false, call)
 	started := r.stop(timer)
 	if r.perr != nil {
 		perr = r.perr
@@ -423,12 +425,12 @@ func (e *Engine) hedge(ctx context.Context, r *race, call Call) {
 	rules, n := r.m.rules, r.m.attempts
 	r.mu.Unlock()
 
-	o, took, perr := e.invoke(hctx, rules, st.Target, n, 0, call)
+	o, took, perr := e.invoke(hctx, rules, st.Target, n, 0, true, call)
 	res := hedgeResult{o: o, took: took, perr: perr}
 	switch {
 	case perr != nil:
 		r.pcancel(ErrAbandoned) // end the race: race returns the panic
-	case ctx.Err() == nil && hctx.Err() == nil && r.m.Deliverable(&o) && r.won.CompareAndSwap(0, 2):
+	case ctx.Err() == nil && hctx.Err() == nil && deliverable(rules, &o) && r.won.CompareAndSwap(0, 2):
 		r.pcancel(ErrAbandoned)
 	default:
 		res.lost = r.won.Load() == 1 || errors.Is(context.Cause(hctx), ErrAbandoned)

@@ -70,6 +70,10 @@ type Collector struct {
 	attempts    [][]prometheus.Counter // [target][class]
 	retriesVec  *prometheus.CounterVec
 	retries     [][2]prometheus.Counter // [target of the next attempt][retrySame or retryFailover]
+	hedgesVec   *prometheus.CounterVec
+	hedges      []prometheus.Counter // [target of the hedge]
+	lostVec     *prometheus.CounterVec
+	lost        []prometheus.Counter // [target of the abandoned attempt]
 	exhaustVec  *prometheus.CounterVec
 	exhaust     []prometheus.Counter // [reason], reasonOther last
 	blocksVec   *prometheus.CounterVec
@@ -140,6 +144,19 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 	for t := range nt {
 		col.retries[t][retrySame] = col.retriesVec.WithLabelValues(c.Targets[t], "same_target")
 		col.retries[t][retryFailover] = col.retriesVec.WithLabelValues(c.Targets[t], "failover")
+	}
+
+	col.hedgesVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("hedges_total"),
+		Help: "Hedges started beside an attempt whose first token was late, by the target of the hedge.",
+	}, []string{"target"})
+	col.lostVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("abandoned_attempts_total"),
+		Help: "Attempts cancelled because the other attempt of a hedge's race answered first, by target; they are not in reroute_attempts_total.",
+	}, []string{"target"})
+	for t := range nt {
+		col.hedges = append(col.hedges, col.hedgesVec.WithLabelValues(c.Targets[t]))
+		col.lost = append(col.lost, col.lostVec.WithLabelValues(c.Targets[t]))
 	}
 
 	col.exhaustVec = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -248,6 +265,7 @@ func (c *Collector) Hooks() engine.Hooks {
 	return engine.Hooks{
 		Attempt:   c.attempt,
 		Retry:     c.retry,
+		Hedge:     c.hedge,
 		Exhausted: c.exhausted,
 		Block:     c.block,
 		Ejected:   c.ejected,
@@ -274,6 +292,12 @@ func (c *Collector) attempt(ev engine.AttemptEvent) {
 	if uint(ev.Index) >= uint(len(c.attempts)) {
 		return
 	}
+	if ev.Abandoned {
+		// Cancelled for losing a race: neither an outcome of its class
+		// nor a latency of its target.
+		c.lost[ev.Index].Inc()
+		return
+	}
 	if row := c.attempts[ev.Index]; uint(ev.Class) < uint(len(row)) {
 		row[ev.Class].Inc()
 	}
@@ -295,6 +319,12 @@ func (c *Collector) retry(ev engine.RetryEvent) {
 	}
 	c.retries[ev.ToIndex][kind].Inc()
 	c.wait.Observe(ev.Wait.Seconds())
+}
+
+func (c *Collector) hedge(ev engine.HedgeEvent) {
+	if uint(ev.ToIndex) < uint(len(c.hedges)) {
+		c.hedges[ev.ToIndex].Inc()
+	}
 }
 
 func (c *Collector) exhausted(r engine.Reason) {
@@ -409,7 +439,7 @@ func (c *Collector) collectActive(ch chan<- prometheus.Metric, blocks []health.B
 
 func (c *Collector) vectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		c.attemptsVec, c.retriesVec, c.exhaustVec, c.blocksVec, c.ejectVec,
+		c.attemptsVec, c.retriesVec, c.hedgesVec, c.lostVec, c.exhaustVec, c.blocksVec, c.ejectVec,
 		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait, c.overhead,
 	}
 }

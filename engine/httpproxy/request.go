@@ -125,14 +125,15 @@ func (rq *request) release() {
 
 // begin registers attempt at, whose call is starting, and releases the
 // attempts whose calls have returned: they failed or lost to a hedge, since
-// the engine asked for another attempt. An attempt still in its call (the
-// one a hedge runs beside) is left alone.
-func (rq *request) begin(at *attempt) {
+// the engine asked for another attempt. A hedge's call leaves the attempt
+// it hedges alone, returned or not: that attempt may be the one delivered
+// (it can return just as the hedge starts), and only Do's result says.
+func (rq *request) begin(at *attempt, hedge bool) {
 	rq.mu.Lock()
 	defer rq.mu.Unlock()
 	kept := rq.atts[:0]
 	for _, o := range rq.atts {
-		if o.returned {
+		if o.returned && (!hedge || o.number < at.number-1) {
 			o.release()
 			continue
 		}

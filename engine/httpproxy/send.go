@@ -83,7 +83,7 @@ func (at *attempt) release() {
 func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	t := &rq.h.targets[a.Index]
 	at := &attempt{t: t, index: a.Index, number: a.Number, start: time.Now()}
-	rq.begin(at) // the previous attempts failed: their responses are no longer needed
+	rq.begin(at, a.Hedge) // the previous attempts failed: their responses are no longer needed
 	defer rq.returned(at, a.Wait, rq.h.opts.overhead != nil)
 	// The attempt's context descends from the client's, not from actx:
 	// the engine cancels actx when call returns, and a stream must outlive
