@@ -142,7 +142,7 @@ func (m *Machine) Hedge() Step {
 		return Step{}
 	}
 	m.attempts++
-	m.hedgeNum, m.hedgeTarget = m.attempts, t
+	m.hedgeNum, m.hedgeTarget = int32(m.attempts), int32(t)
 	m.markTried(t)
 	if t != m.primary {
 		m.moved = true
@@ -175,7 +175,7 @@ func (m *Machine) HedgeTarget() int {
 	if m.hedgeNum == 0 {
 		return -1
 	}
-	return m.hedgeTarget
+	return int(m.hedgeTarget)
 }
 
 // Deliverable reports whether o, the outcome of an attempt of m's request,
@@ -200,9 +200,9 @@ func (m *Machine) Failed(o *policy.Outcome, hedge bool) {
 	if !m.virtual {
 		m.haveNow = false
 	}
-	t, n := m.current, m.curNum
+	t, n := m.current, int(m.curNum)
 	if hedge {
-		t, n = m.hedgeTarget, m.hedgeNum
+		t, n = int(m.hedgeTarget), int(m.hedgeNum)
 	}
 	class := m.seen(t, n, o)
 	if !class.Retriable() {
@@ -228,9 +228,9 @@ func (m *Machine) Abandon(o *policy.Outcome, hedge bool) {
 	if !m.virtual {
 		m.haveNow = false
 	}
-	t, n := m.current, m.curNum
+	t, n := m.current, int(m.curNum)
 	if hedge {
-		t, n = m.hedgeTarget, m.hedgeNum
+		t, n = int(m.hedgeTarget), int(m.hedgeNum)
 	}
 	if m.env.hooks.Attempt != nil {
 		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: n, Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err, Abandoned: true})
@@ -255,10 +255,10 @@ func (m *Machine) abandoned(t int, o *policy.Outcome) {
 // hedge becomes the current attempt.
 func (m *Machine) promote(hedge bool) {
 	if !hedge {
-		if m.hedgeTarget != m.current {
+		if int(m.hedgeTarget) != m.current {
 			m.curFails = 0
 		}
-		m.current, m.curNum = m.hedgeTarget, m.hedgeNum
+		m.current, m.curNum = int(m.hedgeTarget), m.hedgeNum
 	}
 	m.hedgeNum = 0
 }

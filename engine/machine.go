@@ -64,21 +64,23 @@ type Machine struct {
 	rules    *policy.Rules
 	primary  int
 	current  int
-	curNum   int   // the number of the attempt to current
 	deadline int64 // unix ns; 0 = none
 	attempts int
-	// Hedging (hedge.go): hedged says the request has had its hedge (at
-	// most one); hedgeNum is the number of the hedge in flight (0: none),
-	// to hedgeTarget; took is how long the Call about to be observed
-	// took, set by the driver of a hedging policy: the sample of its
-	// target's time to first token.
-	hedged      bool
-	hedgeIn     time.Duration // the hedge delay of the attempt last decided (HedgeAfter)
-	hedgeNum    int
-	hedgeTarget int
+	// Hedging (hedge.go): hedgeIn is the hedge delay of the attempt last
+	// decided (HedgeAfter); took is how long the Call about to be
+	// observed took, set by the driver of a hedging policy: the sample of
+	// its target's time to first token; hedgeNum is the number of the
+	// hedge in flight (0: none), to hedgeTarget; hedged says the request
+	// has had its hedge (at most one). int32s and bools packed together:
+	// the Machine is zeroed on every request.
+	hedgeIn     time.Duration
 	took        time.Duration
+	curNum      int32 // the number of the attempt to current
+	hedgeNum    int32
+	hedgeTarget int32
 	moved       bool // an attempt has gone to a target other than the primary
 	noSame      bool // the last failure forbids another attempt to the same target
+	hedged      bool
 	// sameRetries is what same_model_retries allows the last failure
 	// (Rules.SameRetries: its status entry's, on_timeout's, or the policy's)
 	sameRetries int
@@ -507,7 +509,7 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	if t != m.current {
 		m.curFails = 0
 	}
-	m.current, m.curNum = t, m.attempts
+	m.current, m.curNum = t, int32(m.attempts)
 	m.markTried(t)
 	if t != m.primary {
 		m.moved = true
@@ -534,7 +536,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
 	if m.env.hooks.Attempt != nil || m.env.hooks.Latency != nil || event {
-		m.tell(t, m.curNum, o, class, event, measured)
+		m.tell(t, int(m.curNum), o, class, event, measured)
 	}
 	if !class.Retriable() {
 		// Passive health hears of a delivered answer only when it
@@ -555,7 +557,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		}
 		return Step{Kind: StepDone}
 	}
-	act, key := m.failure(t, m.curNum, o, class)
+	act, key := m.failure(t, int(m.curNum), o, class)
 	m.newDecision()
 	m.curFails++
 	if m.count(key) >= act.MaxAttempts {
@@ -664,7 +666,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	t := m.current
 	m.shard.count(t, countFailures)
 	if m.env.hooks.Attempt != nil {
-		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: m.curNum, Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: int(m.curNum), Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		m.releaseProbe() // the caller gave up: the attempt tells nothing
@@ -673,7 +675,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	}
 	m.passive(t, o, true) // it did not answer within the request's time
 	m.flushFailure()
-	m.record(FailedAttempt{Target: m.name(t), Number: m.curNum, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
+	m.record(FailedAttempt{Target: m.name(t), Number: int(m.curNum), Class: policy.Timeout, Latency: o.Total, Err: o.Err})
 	return m.fail(ReasonDeadline, false)
 }
 
@@ -1136,7 +1138,7 @@ func (m *Machine) Result() Result {
 	return Result{
 		Target:   m.name(m.current),
 		Attempts: m.attempts,
-		Number:   m.curNum,
+		Number:   int(m.curNum),
 		Outcome:  m.last,
 		Class:    m.lastClass,
 		env:      m.env,
