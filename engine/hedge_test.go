@@ -426,3 +426,42 @@ func TestHedgePanics(t *testing.T) {
 		}
 	})
 }
+
+// TestHedgeLaterAttempt: the hedge is per attempt, not only the first's:
+// the primary fails at once, the fallback it fails over to is slow, and
+// the fallback gets the hedge, to the third target.
+func TestHedgeLaterAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := mustEngine(t, hedgeConfig("{delay_ms: 1000}", "      default_max_attempts: 3\n      unlisted_failover: any"))
+		defer e.Close()
+		const mistral = "mistral/mistral-large"
+		s := newScript(map[string]time.Duration{hPrimary: 0, mistral: 0}, map[string]int{hPrimary: 503})
+		res, err := e.Do(testContext(t), hPrimary, s.call)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Target != mistral || res.Number != 3 || res.Attempts != 3 {
+			t.Fatalf("result %s number %d attempts %d", res.Target, res.Number, res.Attempts)
+		}
+		if got := s.started(mistral); len(got) != 1 || got[0] != time.Second {
+			t.Fatalf("hedge started at %v, want [1s]", got)
+		}
+		if c := s.cause(hFallback); len(c) != 1 || !errors.Is(c[0], ErrAbandoned) {
+			t.Fatalf("the slow fallback's context ended with %v", c)
+		}
+	})
+}
+
+// TestWithoutHedging: the option turns every hedge off.
+func TestWithoutHedging(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_ms: 1000}", ""), WithoutHedging(), WithHooks(hl.hooks()))
+		defer e.Close()
+		s := newScript(map[string]time.Duration{hPrimary: 3 * time.Second, hFallback: 0}, nil)
+		res, err := e.Do(testContext(t), hPrimary, s.call)
+		if err != nil || res.Target != hPrimary || res.Attempts != 1 || hl.count() != 0 || len(s.started(hFallback)) != 0 {
+			t.Fatalf("%+v %v, %d hedges", res, err, hl.count())
+		}
+	})
+}
