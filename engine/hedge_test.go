@@ -465,3 +465,26 @@ func TestWithoutHedging(t *testing.T) {
 		}
 	})
 }
+
+// TestHedgeBudgetShare: ten requests whose hedges come due together, with
+// budget_percent 50 and no floor: five of them hedge.
+func TestHedgeBudgetShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_ms: 1000, budget_percent: 50, budget_min_per_second: 0}", ""), WithHooks(hl.hooks()))
+		defer e.Close()
+		s := newScript(map[string]time.Duration{hPrimary: 1500 * time.Millisecond}, nil)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				if res, err := e.Do(testContext(t), hPrimary, s.call); err != nil || res.Target != hPrimary {
+					t.Errorf("%+v %v", res, err)
+				}
+			})
+		}
+		wg.Wait()
+		if hl.count() != 5 || len(s.started(hFallback)) != 5 {
+			t.Fatalf("%d hedges, %d hedge calls; want 5 of 10", hl.count(), len(s.started(hFallback)))
+		}
+	})
+}
