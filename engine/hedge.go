@@ -370,7 +370,20 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 		m.Abandon(&h.o, true)
 		return m.Cut(&o, err), nil
 	}
-	// This attempt failed: the hedge goes on as the request's attempt.
+	// This attempt failed. If the hedge has failed already, this failure,
+	// the later one, decides the next step, as it would without a hedge
+	// (the simulator orders them by time the same way).
+	select {
+	case h := <-r.result:
+		if h.perr != nil {
+			return Step{}, h.perr
+		}
+		m.Failed(&h.o, true)
+		m.took = took
+		return m.Observe(&o), nil
+	default:
+	}
+	// The hedge goes on as the request's attempt.
 	m.Failed(&o, false)
 	h := <-r.result
 	if h.perr != nil {
