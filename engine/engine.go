@@ -192,7 +192,8 @@ func (e *Engine) Actor() *health.Actor { return e.actor }
 
 // Do runs one request whose primary target is model (a configured target
 // id) through attempts, waits and failover, calling call once per attempt
-// on the calling goroutine. It returns the Result of the attempt that is
+// on the calling goroutine (a hedge's call on another one, beside it: see
+// Call). It returns the Result of the attempt that is
 // delivered, or an error: an *ExhaustedError when the policy gave up (see
 // docs/behaviour.md#the-error-value and WriteHTTP), ctx's error when ctx was cancelled, ErrClosed
 // after Close, ErrUnknownModel, or a *PanicError when call panicked.
