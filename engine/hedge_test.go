@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -485,6 +487,115 @@ func TestHedgeBudgetShare(t *testing.T) {
 		wg.Wait()
 		if hl.count() != 5 || len(s.started(hFallback)) != 5 {
 			t.Fatalf("%d hedges, %d hedge calls; want 5 of 10", hl.count(), len(s.started(hFallback)))
+		}
+	})
+}
+
+// TestHedgeRaceProperties drives many requests with random upstreams
+// (each call waits a random time or hangs, then answers a random status)
+// through a hedging policy, all at once in fake time, and checks what must
+// hold whatever the interleaving: every Do returns exactly one result;
+// every call has returned when Do returns; a success is the outcome of the
+// call whose number Result.Number gives, to Result.Target, and the calls
+// made are Result.Attempts; a call marked Hedge is the hedge of the call
+// numbered one below it, which was still running when it started.
+func TestHedgeRaceProperties(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_ms: 1000, budget_percent: 100}", "      default_max_attempts: 3\n      unlisted_failover: any"), WithHooks(hl.hooks()))
+		defer e.Close()
+		type callRec struct {
+			a        Attempt
+			start    time.Duration
+			end      time.Duration
+			status   int
+			returned bool
+		}
+		statuses := []int{200, 200, 200, 500, 503, 429}
+		var hedgeCalls atomic.Int64
+		var wg sync.WaitGroup
+		for i := range 200 {
+			rnd := rand.New(rand.NewPCG(uint64(i), 7))
+			wg.Go(func() {
+				var mu sync.Mutex
+				var calls []*callRec
+				t0 := time.Now()
+				call := func(ctx context.Context, a Attempt) policy.Outcome {
+					mu.Lock()
+					rec := &callRec{a: a, start: time.Since(t0)}
+					calls = append(calls, rec)
+					hang := rnd.IntN(5) == 0
+					d := time.Duration(rnd.IntN(4000)) * time.Millisecond
+					st := statuses[rnd.IntN(len(statuses))]
+					mu.Unlock()
+					if a.Hedge {
+						hedgeCalls.Add(1)
+					}
+					defer func() {
+						mu.Lock()
+						rec.returned, rec.end = true, time.Since(t0)
+						mu.Unlock()
+					}()
+					if hang {
+						<-ctx.Done()
+						return policy.Outcome{Err: ctx.Err()}
+					}
+					select {
+					case <-time.After(d):
+						rec.status = st
+						return policy.Outcome{Status: st}
+					case <-ctx.Done():
+						return policy.Outcome{Err: ctx.Err()}
+					}
+				}
+				ctx, cancel := context.WithTimeout(testContext(t), 6*time.Second)
+				defer cancel()
+				res, err := e.Do(ctx, hPrimary, call)
+				mu.Lock()
+				defer mu.Unlock()
+				for _, c := range calls {
+					if !c.returned {
+						t.Errorf("request %d: call %d outlived Do", i, c.a.Number)
+					}
+				}
+				for _, c := range calls {
+					if !c.a.Hedge {
+						continue
+					}
+					var hedged *callRec
+					for _, p := range calls {
+						if p.a.Number == c.a.Number-1 {
+							hedged = p
+						}
+					}
+					if hedged == nil || hedged.end < c.start || c.start-hedged.start < time.Second {
+						t.Errorf("request %d: hedge %d does not run beside a call started a second before it", i, c.a.Number)
+					}
+				}
+				if err != nil {
+					var ex *ExhaustedError
+					if !errors.As(err, &ex) {
+						t.Errorf("request %d: %v", i, err)
+					}
+					return
+				}
+				if len(calls) != res.Attempts {
+					t.Errorf("request %d: %d calls, Attempts %d", i, len(calls), res.Attempts)
+				}
+				var won *callRec
+				for _, c := range calls {
+					if c.a.Number == res.Number {
+						won = c
+					}
+				}
+				if won == nil || won.a.Target != res.Target || won.status != res.Outcome.Status || res.Outcome.Status != 200 {
+					t.Errorf("request %d: result %s number %d status %d is not its call's", i, res.Target, res.Number, res.Outcome.Status)
+				}
+			})
+		}
+		wg.Wait()
+		if int64(hl.count()) != hedgeCalls.Load() || hl.count() == 0 {
+			t.Fatalf("%d hedge events, %d hedge calls", hl.count(), hedgeCalls.Load())
 		}
 	})
 }
