@@ -277,17 +277,46 @@ func (m *Machine) sampleTTFB(t int, d time.Duration) {
 }
 
 // race is one attempt with its hedge armed: the driver's side.
+// Races are pooled, the Machine inside: a request of a hedging policy
+// allocates the race's channel and no more of it (measured:
+// BenchmarkDoHedged/armed). The channel is made per race: a channel made
+// in one testing/synctest bubble cannot be used in another. A race goes
+// back to the pool only when the timer's goroutine is done with it: its
+// timer stopped before firing, or its last act, the send on result,
+// received.
 type race struct {
 	mu      sync.Mutex
-	m       *Machine
+	m       Machine
 	done    bool // the attempt hedged has returned: no hedge may start
 	started bool
 	perr    error // a hook that panicked while the hedge was decided
 	hcancel context.CancelCauseFunc
 	pcancel context.CancelCauseFunc
 	won     atomic.Int32 // 0 none yet, 1 the attempt hedged, 2 the hedge
-	result  chan hedgeResult
-	fin     chan struct{} // hedge returned without starting one
+	// result carries the hedge's outcome, or, when the timer fired and
+	// no hedge started, an empty hedgeResult: the goroutine is done.
+	result chan hedgeResult
+
+	// What the timer's goroutine runs with; fire is r.fire, made once.
+	e    *Engine
+	ctx  context.Context
+	call Call
+	fire func()
+}
+
+var races = sync.Pool{New: func() any {
+	r := &race{}
+	r.fire = func() { r.e.hedge(r.ctx, r, r.call) }
+	return r
+}}
+
+// reset readies a pooled race for the next request, dropping what the
+// last one held.
+func (r *race) reset() {
+	r.m = Machine{}
+	r.done, r.started, r.perr, r.hcancel, r.pcancel = false, false, nil, nil, nil
+	r.won.Store(0)
+	r.e, r.ctx, r.call, r.result = nil, nil, nil, nil
 }
 
 type hedgeResult struct {
@@ -308,14 +337,19 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 	// goroutine needs it: Do's own stays on its stack, so that requests
 	// that never hedge allocate nothing for it. A Machine holds no
 	// pointer into itself, so a copy is the same Machine.
-	m := new(Machine)
+	r := races.Get().(*race)
+	m := &r.m
 	*m = *sm
-	defer func() { *sm = *m }()
+	defer func() {
+		*sm = *m
+		r.reset()
+		races.Put(r)
+	}()
 	pctx, pcancel := context.WithCancelCause(ctx)
 	defer pcancel(nil)
-	r := &race{m: m, pcancel: pcancel, result: make(chan hedgeResult, 1), fin: make(chan struct{}, 1)}
+	r.pcancel, r.e, r.ctx, r.call, r.result = pcancel, e, ctx, call, make(chan hedgeResult, 1)
 	rules, n := m.rules, m.attempts
-	timer := e.clock.AfterFunc(m.hedgeIn, func() { e.hedge(ctx, r, call) })
+	timer := e.clock.AfterFunc(m.hedgeIn, r.fire)
 	o, took, perr := e.invoke(pctx, rules, st.Target, n, st.Wait, false, call)
 	started := r.stop(timer)
 	if r.perr != nil {
@@ -383,9 +417,19 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 		return m.Observe(&o), nil
 	default:
 	}
-	// The hedge goes on as the request's attempt.
+	// The hedge goes on as the request's attempt. Failed tells the hooks
+	// while the hedge's call still runs: if a hook panics, the race must
+	// still wait for the call before the panic leaves it.
+	running := true
+	defer func() {
+		if running {
+			r.hcancel(ErrAbandoned)
+			<-r.result
+		}
+	}()
 	m.Failed(&o, false)
 	h := <-r.result
+	running = false
 	if h.perr != nil {
 		return Step{}, h.perr
 	}
@@ -408,7 +452,7 @@ func (r *race) stop(t interface{ Stop() bool }) bool {
 	started := r.started
 	r.mu.Unlock()
 	if fired && !started {
-		<-r.fin
+		<-r.result
 	}
 	return started
 }
@@ -420,17 +464,17 @@ func (e *Engine) hedge(ctx context.Context, r *race, call Call) {
 	r.mu.Lock()
 	if r.done || ctx.Err() != nil || e.closed.Load() {
 		r.mu.Unlock()
-		r.fin <- struct{}{}
+		r.result <- hedgeResult{}
 		return
 	}
-	st, perr := hedgeStep(r.m)
+	st, perr := hedgeStep(&r.m)
 	if perr != nil {
 		r.perr = perr
 		r.pcancel(ErrAbandoned)
 	}
 	if st.Kind != StepAttempt {
 		r.mu.Unlock()
-		r.fin <- struct{}{}
+		r.result <- hedgeResult{}
 		return
 	}
 	hctx, hcancel := context.WithCancelCause(ctx)

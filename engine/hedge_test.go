@@ -599,3 +599,27 @@ func TestHedgeRaceProperties(t *testing.T) {
 		}
 	})
 }
+
+// TestHedgeHookPanicWaits: a hook that panics while the hedge's call is
+// still running ends the request with a *PanicError, and only after that
+// call has returned.
+func TestHedgeHookPanicWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hooks := Hooks{Attempt: func(ev AttemptEvent) {
+			if ev.Target == hPrimary && ev.Status == 500 {
+				panic("hook")
+			}
+		}}
+		e := mustEngine(t, hedgeConfig("{delay_ms: 1000}", ""), WithHooks(hooks))
+		defer e.Close()
+		s := newScript(map[string]time.Duration{hPrimary: 2 * time.Second}, map[string]int{hPrimary: 500}) // the hedge hangs
+		_, err := e.Do(testContext(t), hPrimary, s.call)
+		var pe *PanicError
+		if !errors.As(err, &pe) {
+			t.Fatalf("err %v, want a *PanicError", err)
+		}
+		if c := s.cause(hFallback); len(c) != 1 || !errors.Is(c[0], ErrAbandoned) {
+			t.Fatalf("the hedge's call was not ended before Do returned: %v", c)
+		}
+	})
+}
