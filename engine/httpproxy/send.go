@@ -290,8 +290,11 @@ func (rq *request) refine(o *policy.Outcome, c bodyClass) {
 func (rq *request) transportOutcome(at *attempt, err error, ttfb time.Duration) policy.Outcome {
 	if cause := context.Cause(at.ctx); cause != nil {
 		var te *TimeoutError
-		if errors.As(cause, &te) {
+		switch {
+		case errors.As(cause, &te):
 			err = te
+		case errors.Is(cause, engine.ErrAbandoned):
+			err = cause // it lost to a hedge: say so, not "context canceled"
 		}
 	}
 	at.release()
