@@ -18,11 +18,19 @@ const (
 	// BaselineNaiveFailover is BaselineNaive, then the same loop on each
 	// of the primary's fallback_models in order.
 	BaselineNaiveFailover = "naive-failover"
+	// BaselineNoHedge is reroute itself with every retry_policy's hedge
+	// turned off (engine.WithoutHedging): what hedging changes, side by
+	// side. It is not a naive loop: it has the engine's every other rule.
+	BaselineNoHedge = "no-hedge"
 )
 
 // Baselines are the known baselines, in the order the documentation
 // presents them.
-var Baselines = []string{BaselineNaive, BaselineNaiveFailover}
+var Baselines = []string{BaselineNaive, BaselineNaiveFailover, BaselineNoHedge}
+
+// naiveBaseline reports a baseline driven by a hand-written loop
+// (baselineChain) instead of the engine.
+func naiveBaseline(b string) bool { return b == BaselineNaive || b == BaselineNaiveFailover }
 
 // naiveMaxAttempts is the attempts a baseline makes on each target of its
 // chain: the original and two immediate retries of the same target.

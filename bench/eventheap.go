@@ -19,6 +19,7 @@ const (
 	evCut                     // the request's deadline cuts the attempt in flight
 	evStreamEnd               // a delivered stream ends
 	evStreamCut               // the request's deadline cuts a delivered stream
+	evHedge                   // the hedge delay of an attempt has passed
 )
 
 // eventHeap is a binary min-heap of events by (at, seq). It is written out
@@ -35,7 +36,10 @@ func less(a, b *event) bool {
 	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
 }
 
-func (h *eventHeap) push(at int64, kind evKind, slot int32) {
+// push schedules an event and returns its seq, which names it: an event
+// whose seq its request no longer expects (an attempt abandoned to a
+// hedge) is stale and skipped.
+func (h *eventHeap) push(at int64, kind evKind, slot int32) uint64 {
 	h.seq++
 	h.ev = append(h.ev, event{at: at, seq: h.seq, slot: slot, kind: kind})
 	i := len(h.ev) - 1
@@ -49,6 +53,7 @@ func (h *eventHeap) push(at int64, kind evKind, slot int32) {
 		i = p
 	}
 	h.ev[i] = e
+	return h.seq
 }
 
 func (h *eventHeap) pop() event {

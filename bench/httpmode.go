@@ -39,7 +39,7 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Re
 	h := &httpRun{
 		sc:    sc,
 		o:     o,
-		naive: baseline != BaselineNone,
+		naive: naiveBaseline(baseline),
 		total: int64(n),
 		stop:  make(chan struct{}),
 		rec:   newRecorder(sc.Targets, bucketWidth(sc.Estimate(n))),
@@ -67,10 +67,14 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Re
 	// The gateway: the engine behind the HTTP adapter, with the request
 	// deadline a gateway host would set.
 	var reasons sync.Map // engine.Reason → *atomic.Int64
-	e, err := engine.New(cfg, engine.WithHooks(engine.Hooks{Exhausted: func(r engine.Reason) {
+	opts := []engine.Option{engine.WithHooks(engine.Hooks{Exhausted: func(r engine.Reason) {
 		v, _ := reasons.LoadOrStore(r, new(atomic.Int64))
 		v.(*atomic.Int64).Add(1)
-	}}))
+	}, Hedge: func(engine.HedgeEvent) { h.hedges.Add(1) }})}
+	if baseline == BaselineNoHedge {
+		opts = append(opts, engine.WithoutHedging())
+	}
+	e, err := engine.New(cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -150,18 +154,20 @@ func RunHTTP(ctx context.Context, sc *Scenario, o Options, baseline string) (*Re
 		})
 	}
 	h.rec.lastEnd = max(h.rec.lastEnd, int64(wall))
+	h.rec.hedges = h.hedges.Load()
 	return h.rec.result(sc, ModeHTTP, pol, o.seed(sc), wall), nil
 }
 
 const reasonExhausted = "retry_exhausted"
 
 type httpRun struct {
-	sc    *Scenario
-	o     Options
-	naive bool // a baseline's client runs instead of the gateway
-	total int64
-	stop  chan struct{} // closed at shutdown: hanging upstreams give up
-	index map[string]int
+	hedges atomic.Int64 // hedges the gateway started (Hooks.Hedge)
+	sc     *Scenario
+	o      Options
+	naive  bool // a baseline's client runs instead of the gateway
+	total  int64
+	stop   chan struct{} // closed at shutdown: hanging upstreams give up
+	index  map[string]int
 
 	servers      []*http.Server
 	serveWG      sync.WaitGroup

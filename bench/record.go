@@ -97,7 +97,8 @@ type recorder struct {
 	succeeded  int64
 	failed     int64
 	nattempts  int64
-	lat        hist // latency of the requests that succeeded
+	hedges     int64 // hedges started (their attempts are in nattempts too)
+	lat        hist  // latency of the requests that succeeded
 	lastEnd    int64
 	ser        series
 	statusName [600]string // "upstream_<status>", built once

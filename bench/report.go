@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -114,6 +115,9 @@ func writeCards(b *strings.Builder, r *Result) {
 	card("succeeded", pct(r.SuccessRate), vs(func(x *Result) string { return pct(x.SuccessRate) }))
 	card("failed", thousands(r.Failed), vs(func(x *Result) string { return thousands(x.Failed) }))
 	card("attempts per request", strconv.FormatFloat(r.Amplification, 'f', 2, 64)+"×", vs(func(x *Result) string { return strconv.FormatFloat(x.Amplification, 'f', 2, 64) + "×" }))
+	if r.Hedges > 0 || slices.ContainsFunc(r.Baselines, func(x *Result) bool { return x.Hedges > 0 }) {
+		card("hedges", thousands(r.Hedges), vs(func(x *Result) string { return thousands(x.Hedges) }))
+	}
 	card("latency p50", millis(r.LatencyMs.P50), vs(func(x *Result) string { return millis(x.LatencyMs.P50) }))
 	card("latency p99", millis(r.LatencyMs.P99), vs(func(x *Result) string { return millis(x.LatencyMs.P99) }))
 	b.WriteString("</div>\n")

@@ -24,6 +24,9 @@ type Result struct {
 	SuccessRate   float64 `json:"success_rate"`
 	Attempts      int64   `json:"attempts"`
 	Amplification float64 `json:"amplification"` // attempts per request
+	// Hedges counts the hedges started (docs/behaviour.md#hedging); their
+	// attempts are in Attempts too.
+	Hedges int64 `json:"hedges"`
 
 	AttemptsByTarget map[string]int64 `json:"attempts_by_target"`
 	ServedByTarget   map[string]int64 `json:"served_by_target"`
@@ -93,6 +96,7 @@ func (r *recorder) result(sc *Scenario, mode, pol string, seed uint64, wall time
 		Succeeded:        r.succeeded,
 		Failed:           r.failed,
 		Attempts:         r.nattempts,
+		Hedges:           r.hedges,
 		AttemptsByTarget: map[string]int64{},
 		ServedByTarget:   map[string]int64{},
 		FailuresByReason: map[string]int64{},

@@ -71,6 +71,8 @@ var (
 	errSimReset   = errors.New("loadgen: connection reset by peer")
 	// errSimDeadline ends a delivered stream that the request's deadline cut.
 	errSimDeadline = fmt.Errorf("loadgen: stream cut by the request's deadline: %w", context.DeadlineExceeded)
+	// errSimAbandoned ends the attempt that lost the race with its hedge.
+	errSimAbandoned = fmt.Errorf("loadgen: attempt abandoned: %w", context.Canceled)
 )
 
 // virtualClock is the engine's clock in a simulation: Now is the virtual
@@ -93,14 +95,24 @@ type request struct {
 	m        engine.Machine
 	arrival  int64
 	deadline int64
-	start    int64 // the current attempt's start
-	target   int   // the current attempt's target
-	n        int   // a baseline's attempts on its current target
-	hop      int   // a baseline's current position in sim.chain
-	out      policy.Outcome
-	total    time.Duration // a stream's whole answer, known when it commits
+	lane          // the current attempt
+	h        lane // the hedge in flight beside it, when h.end != 0
+	hedgeIn  time.Duration
+	hedgeAt  uint64        // seq of the evHedge armed for the current attempt; 0 none
+	n        int           // a baseline's attempts on its current target
+	hop      int           // a baseline's current position in sim.chain
 	res      engine.Result // a delivered stream, until it ends
-	busy     int           // 1 + the target whose capacity the attempt holds; 0 none
+}
+
+// lane is one attempt in flight of a simulated request: a request has one,
+// and two while a hedge runs beside its attempt.
+type lane struct {
+	start  int64 // the attempt's start
+	target int   // the attempt's target
+	out    policy.Outcome
+	total  time.Duration // a stream's whole answer, known when it commits
+	busy   int           // 1 + the target whose capacity the attempt holds; 0 none
+	end    uint64        // seq of the event that ends the attempt (evEnd or evCut); 0 none in flight
 }
 
 // sim is one discrete-event simulation run.
@@ -148,7 +160,11 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 	c := cfg.Compiled()
 	st := health.NewState(c)
 	clk := &virtualClock{Clock: clock.New(), now: epoch}
-	e, err := engine.New(cfg, engine.WithHealth(engine.SyncHealth(st)), engine.WithSeed(seed), engine.WithClock(clk))
+	opts := []engine.Option{engine.WithHealth(newSimHealth(engine.SyncHealth(st), c)), engine.WithSeed(seed), engine.WithClock(clk)}
+	if baseline == BaselineNoHedge {
+		opts = append(opts, engine.WithoutHedging())
+	}
+	e, err := engine.New(cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +181,7 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 		clk:      clk,
 		arrive:   rand.New(rand.NewPCG(seed, 0x6172726976616c73)), // "arrivals"
 		draw:     rand.New(rand.NewPCG(seed, 0x7570737472656d73)), // "upstrems"
-		naive:    baseline != BaselineNone,
+		naive:    naiveBaseline(baseline),
 		chain:    baselineChain(c, primary, baseline),
 		up:       sc.Upstreams,
 		timeout:  make([]time.Duration, c.NumTargets()),
@@ -243,10 +259,10 @@ func (s *sim) run(o Options, pol string, t0 time.Time) {
 			s.arrival(now)
 		case evStart:
 			s.attempt(ev.slot, now)
-		case evEnd:
-			s.observe(ev.slot, now)
-		case evCut:
-			s.cut(ev.slot, now)
+		case evEnd, evCut:
+			s.ended(ev, now)
+		case evHedge:
+			s.hedge(ev, now)
 		case evStreamCut:
 			// Committed, then cut by the request's deadline: a failure
 			// after commit, surfaced to the client as an error.
@@ -322,7 +338,10 @@ func (s *sim) step(i int32, st engine.Step, now int64) {
 	r := s.slots[i]
 	switch st.Kind {
 	case engine.StepAttempt:
-		r.target = st.Target
+		r.target, r.hedgeIn = st.Target, 0
+		if !s.naive {
+			r.hedgeIn = r.m.HedgeAfter()
+		}
 		if st.Wait > 0 {
 			s.h.push(now+int64(st.Wait), evStart, i)
 			return
@@ -337,15 +356,26 @@ func (s *sim) step(i int32, st engine.Step, now int64) {
 	}
 }
 
-// attempt starts an attempt of request i to r.target: the upstream's
-// answer is drawn now, from the phase active now, and its end scheduled.
+// attempt starts an attempt of request i to r.target, and arms its hedge
+// when the machine asked for one.
 func (s *sim) attempt(i int32, now int64) {
 	r := s.slots[i]
-	t := r.target
 	r.n++
-	r.start = now
+	s.release(&r.lane)
+	s.launch(i, now, &r.lane)
+	if r.hedgeIn > 0 {
+		r.hedgeAt = s.h.push(now+int64(r.hedgeIn), evHedge, i)
+	}
+}
+
+// launch starts the attempt of request i in lane l to l.target: the
+// upstream's answer is drawn now, from the phase active now, and its end
+// scheduled.
+func (s *sim) launch(i int32, now int64, l *lane) {
+	r := s.slots[i]
+	t := l.target
+	l.start = now
 	s.rec.attempt(now-epoch, t)
-	s.release(r)
 	var a answer
 	if c := s.up[t].Capacity; c > 0 && s.busy[t] >= c {
 		a = overloaded
@@ -353,7 +383,7 @@ func (s *sim) attempt(i int32, now int64) {
 		a = s.up[t].answer(time.Duration(now-epoch), s.draw)
 	}
 	s.busy[t]++
-	r.busy = t + 1
+	l.busy = t + 1
 	to := s.timeout[t]
 	var d time.Duration
 	switch {
@@ -362,32 +392,110 @@ func (s *sim) attempt(i int32, now int64) {
 		if d == 0 {
 			d = math.MaxInt64 // until the request's deadline
 		}
-		r.out = policy.Outcome{Err: errSimTimeout, Total: d}
+		l.out = policy.Outcome{Err: errSimTimeout, Total: d}
 	case a.reset:
 		d = a.ttfb
-		r.out = policy.Outcome{Err: errSimReset, Total: d}
+		l.out = policy.Outcome{Err: errSimReset, Total: d}
 	case s.stream && a.status < 300:
 		// A stream commits at its first byte: Observe sees the status at
 		// TTFB, the rest of the answer is relayed afterwards.
 		d = a.ttfb
-		r.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb}
-		r.total = a.total
+		l.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb}
+		l.total = a.total
 	default:
 		d = a.total
-		r.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb, Total: a.total}
+		l.out = policy.Outcome{Status: a.status, Header: a.header, TTFB: a.ttfb, Total: a.total}
 	}
 	if to > 0 && d > to {
 		d = to
-		r.out = policy.Outcome{Err: errSimTimeout, Total: to}
+		l.out = policy.Outcome{Err: errSimTimeout, Total: to}
 	}
 	if d >= time.Duration(r.deadline-now) {
 		// The request's own deadline cuts the attempt: the machine
 		// decides what that means (Machine.Cut), as it does under Do.
-		r.out.Total = time.Duration(r.deadline - now)
-		s.h.push(r.deadline, evCut, i)
+		l.out.Total = time.Duration(r.deadline - now)
+		l.end = s.h.push(r.deadline, evCut, i)
 		return
 	}
-	s.h.push(now+int64(d), evEnd, i)
+	l.end = s.h.push(now+int64(d), evEnd, i)
+}
+
+// ended is the end of an attempt (evEnd, or evCut at the deadline): of the
+// current one, of the hedge beside it, or of neither (an attempt abandoned
+// to a hedge: stale, skipped).
+func (s *sim) ended(ev event, now int64) {
+	r := s.slots[ev.slot]
+	cut := ev.kind == evCut
+	switch {
+	case r.end != 0 && ev.seq == r.end:
+		r.end, r.hedgeAt = 0, 0
+		if r.h.end == 0 {
+			break
+		}
+		// The hedge runs beside: this attempt wins if it answers,
+		// else the hedge goes on as the request's attempt.
+		r.m.SetNow(now)
+		if cut || !r.m.Deliverable(&r.out) {
+			if cut {
+				s.abandon(r, &r.h, now, true)
+				break
+			}
+			s.release(&r.lane)
+			r.m.Failed(&r.out, false)
+			r.lane, r.h = r.h, lane{}
+			return
+		}
+		s.abandon(r, &r.h, now, true)
+	case r.h.end != 0 && ev.seq == r.h.end:
+		r.h.end = 0
+		r.m.SetNow(now)
+		if !cut && !r.m.Deliverable(&r.h.out) {
+			s.release(&r.h)
+			r.m.Failed(&r.h.out, true)
+			r.h = lane{}
+			return
+		}
+		// The hedge answered first (or the deadline struck both): the
+		// attempt it hedged is abandoned, and the hedge is the request's.
+		s.abandon(r, &r.lane, now, false)
+		r.lane, r.h = r.h, lane{}
+		r.end, r.hedgeAt = 0, 0
+	default:
+		return // stale
+	}
+	if cut {
+		s.cut(ev.slot, now)
+		return
+	}
+	if !s.naive {
+		r.m.SetTook(time.Duration(now - r.start)) // the time to first token, for delay_percentile
+	}
+	s.observe(ev.slot, now)
+}
+
+// abandon cancels the attempt in lane l, which lost the race: its capacity
+// is given back, and the machine learns how long it ran.
+func (s *sim) abandon(r *request, l *lane, now int64, hedge bool) {
+	s.release(l)
+	o := policy.Outcome{Err: errSimAbandoned, Total: time.Duration(now - l.start)}
+	r.m.Abandon(&o, hedge)
+	l.end = 0
+}
+
+// hedge is the end of an attempt's hedge delay: if the attempt is still
+// in flight, the machine decides whether a hedge starts beside it.
+func (s *sim) hedge(ev event, now int64) {
+	r := s.slots[ev.slot]
+	if ev.seq != r.hedgeAt || r.end == 0 {
+		return // the attempt has ended
+	}
+	r.hedgeAt = 0
+	r.m.SetNow(now)
+	if st := r.m.Hedge(); st.Kind == engine.StepAttempt {
+		r.h = lane{target: st.Target}
+		s.rec.hedges++
+		s.launch(ev.slot, now, &r.h)
+	}
 }
 
 // cut ends the attempt of request i at its deadline.
@@ -397,7 +505,7 @@ func (s *sim) cut(i int32, now int64) {
 		s.finish(i, now, -1, string(engine.ReasonDeadline))
 		return
 	}
-	s.release(r)
+	s.release(&r.lane)
 	r.m.SetNow(now)
 	s.step(i, r.m.Cut(&r.out, context.DeadlineExceeded), now)
 }
@@ -405,7 +513,7 @@ func (s *sim) cut(i int32, now int64) {
 func (s *sim) observe(i int32, now int64) {
 	r := s.slots[i]
 	if !s.stream || r.out.Err != nil || r.out.Status >= 300 {
-		s.release(r) // a committed stream holds the upstream until it ends
+		s.release(&r.lane) // a committed stream holds the upstream until it ends
 	}
 	if !s.naive {
 		r.m.SetNow(now)
@@ -455,11 +563,12 @@ func (s *sim) deliver(i int32, now int64) {
 	}
 }
 
-// release gives back the upstream capacity r's attempt holds, if any.
-func (s *sim) release(r *request) {
-	if r.busy > 0 {
-		s.busy[r.busy-1]--
-		r.busy = 0
+// release gives back the upstream capacity the attempt in l holds, if
+// any.
+func (s *sim) release(l *lane) {
+	if l.busy > 0 {
+		s.busy[l.busy-1]--
+		l.busy = 0
 	}
 }
 
@@ -467,7 +576,8 @@ func (s *sim) release(r *request) {
 // failed for reason.
 func (s *sim) finish(i int32, now int64, target int, reason string) {
 	r := s.slots[i]
-	s.release(r)
+	s.release(&r.lane)
+	s.release(&r.h)
 	if target >= 0 {
 		s.rec.success(r.arrival-epoch, now-epoch, target)
 	} else {
@@ -477,7 +587,7 @@ func (s *sim) finish(i int32, now int64, target int, reason string) {
 		r.m.Finish()
 	}
 	r.res = engine.Result{}
-	r.out = policy.Outcome{}
+	r.lane, r.h, r.hedgeAt, r.hedgeIn = lane{}, lane{}, 0, 0
 	s.free = append(s.free, i)
 	s.done++
 	if s.closed && s.issued < s.total {

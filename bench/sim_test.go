@@ -174,6 +174,27 @@ func TestSamplesBehave(t *testing.T) {
 				t.Errorf("naive-failover sent %d attempts to gemini while an earlier target was healthy", n)
 			}
 		},
+		"ttfb-brownout.yaml": func(t *testing.T, r *Result) {
+			// Nothing fails either way: the brownout costs only time. The
+			// hedge cuts the tail to about its delay plus the fallback's
+			// answer, at the price of one extra attempt per slow request.
+			noHedge := r.Baselines[2]
+			if r.Succeeded != r.Requests || noHedge.Succeeded != noHedge.Requests {
+				t.Errorf("failures: %v, no-hedge %v", r.FailuresByReason, noHedge.FailuresByReason)
+			}
+			atMost(t, "p99 with hedging over p99 without", r.LatencyMs.P99/noHedge.LatencyMs.P99, 0.5)
+			if r.Hedges == 0 || r.Attempts != r.Requests+r.Hedges || noHedge.Attempts != noHedge.Requests {
+				t.Errorf("hedges %d, attempts %d of %d requests; no-hedge %d attempts", r.Hedges, r.Attempts, r.Requests, noHedge.Attempts)
+			}
+			// Only the brownout's requests hedge (half of the arrivals,
+			// 20-80 s of a 120 s run): the healthy first token comes long
+			// before the delay.
+			atMost(t, "hedges per request", float64(r.Hedges)/float64(r.Requests), 0.55)
+			atLeast(t, "hedges per request", float64(r.Hedges)/float64(r.Requests), 0.3)
+			if n := window(r, 0, 19*time.Second)[claude]; n != 0 {
+				t.Errorf("%d hedges before the brownout", n)
+			}
+		},
 		"stream-resets.yaml": func(t *testing.T, r *Result) {
 			atLeast(t, "success rate", r.SuccessRate, 0.999)
 			if r.Attempts <= r.Requests {
@@ -204,8 +225,11 @@ func TestSamplesBehave(t *testing.T) {
 				if b.Policy != Baselines[i] || b.Requests != r.Requests {
 					t.Errorf("baseline %q ran %d requests, reroute %d", b.Policy, b.Requests, r.Requests)
 				}
-				if len(b.Blocks) != 0 {
+				if naiveBaseline(b.Policy) && len(b.Blocks) != 0 {
 					t.Errorf("baseline %q has blocks: %v", b.Policy, b.Blocks)
+				}
+				if b.Hedges != 0 {
+					t.Errorf("baseline %q hedged %d times", b.Policy, b.Hedges)
 				}
 			}
 			check(t, r)

@@ -44,6 +44,15 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	t.rowf(runs, "attempts", func(x *Result) (string, string) {
 		return thousands(x.Attempts), strconv.FormatFloat(x.Amplification, 'f', 2, 64) + "×"
 	})
+	if slices.ContainsFunc(runs, func(x *Result) bool { return x.Hedges > 0 }) {
+		t.rowf(runs, "  hedges", func(x *Result) (string, string) {
+			note := ""
+			if x.Requests > 0 && x.Hedges > 0 {
+				note = pct(float64(x.Hedges) / float64(x.Requests))
+			}
+			return thousands(x.Hedges), note
+		})
+	}
 	t.rowf(runs, "latency p50", func(x *Result) (string, string) { return millis(x.LatencyMs.P50), "" })
 	t.rowf(runs, "        p90", func(x *Result) (string, string) { return millis(x.LatencyMs.P90), "" })
 	t.rowf(runs, "        p99", func(x *Result) (string, string) { return millis(x.LatencyMs.P99), "" })

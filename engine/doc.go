@@ -39,6 +39,12 @@
 // budget, hooks, logs) all go through one env it shares with the engine
 // (docs/architecture.md#every-decision-in-one-place).
 //
+// A policy with a hedge (docs/behaviour.md#hedging) is the exception to one
+// goroutine per request: when an attempt's first token is late, the hedge's
+// call runs on the goroutine of the engine's timer, beside the attempt, and
+// Do waits for both before it returns. Machine.Hedge, Failed and Abandon
+// are the decisions of that race.
+//
 // Each decision reads one view of the health actor's immutable snapshot (a
 // pointer load and an index); a request reports only facts that change
 // shared state: a Retry-After, a latency event, a failure that counts for

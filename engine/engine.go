@@ -45,10 +45,16 @@ type Engine struct {
 }
 
 // Call performs one attempt against a.Target within ctx, which carries the
-// attempt's deadline, and reports what happened. It is called on the
-// goroutine that called Do, once per attempt. A Call that returns a
-// response the engine does not deliver (a failed attempt) keeps ownership of
-// it: release it when the next attempt starts or when Do returns an error.
+// attempt's deadline, and reports what happened. It is called once per
+// attempt, on the goroutine that called Do; but a request whose policy
+// hedges (docs/behaviour.md#hedging) may have two Calls running at once,
+// the hedge's on another goroutine, so a Call must be safe for concurrent
+// use within one request: each call keeps its own attempt state. The
+// losing call's ctx is cancelled with cause ErrAbandoned and its outcome is
+// not delivered. A Call that returns a response the engine does not
+// deliver (a failed or abandoned attempt) keeps ownership of it: release it
+// when the next attempt starts or when Do returns (Result.Number says
+// which attempt was delivered).
 type Call func(ctx context.Context, a Attempt) policy.Outcome
 
 // Attempt tells a Call where to send one attempt.
@@ -63,6 +69,10 @@ type Attempt struct {
 	// and could not finish (Engine.Continue); its answer is relayed after
 	// the text already delivered.
 	Continuation bool
+	// Hedge says the attempt is a hedge (docs/behaviour.md#hedging):
+	// attempt Number-1 may still be running beside it, on another
+	// goroutine, and must not be released yet.
+	Hedge bool
 }
 
 // New builds an engine from cfg. It finalizes cfg (filling defaults), refuses
@@ -146,6 +156,15 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 		e.health = actorHealth{e.actor}
 		e.env.actor = e.actor
 	}
+	var src ttfbSource
+	if e.actor != nil {
+		src = e.actor
+	} else if ts, ok := o.health.(ttfbSource); ok {
+		src = ts // a WithHealth that keeps times to first token too (the simulator's)
+	}
+	if !o.noHedge {
+		e.env.hedging(c, src, o.clock.Now().UnixNano())
+	}
 	for i := range e.shards {
 		e.shards[i].counts = newCounts(c.NumTargets())
 	}
@@ -177,7 +196,8 @@ func (e *Engine) Actor() *health.Actor { return e.actor }
 
 // Do runs one request whose primary target is model (a configured target
 // id) through attempts, waits and failover, calling call once per attempt
-// on the calling goroutine. It returns the Result of the attempt that is
+// on the calling goroutine (a hedge's call on another one, beside it: see
+// Call). It returns the Result of the attempt that is
 // delivered, or an error: an *ExhaustedError when the policy gave up (see
 // docs/behaviour.md#the-error-value and WriteHTTP), ctx's error when ctx was cancelled, ErrClosed
 // after Close, ErrUnknownModel, or a *PanicError when call panicked.
@@ -265,7 +285,14 @@ func (e *Engine) run(ctx context.Context, model string, t int, call Call) (res R
 			st = m.Interrupt(ErrClosed)
 			continue
 		}
-		o, perr := e.invoke(ctx, &m, st.Target, st.Wait, call)
+		if m.hedgeIn > 0 {
+			var perr error
+			if st, perr = e.race(ctx, &m, st, call); perr != nil {
+				return Result{}, perr
+			}
+			continue
+		}
+		o, _, perr := e.invoke(ctx, m.rules, st.Target, m.attempts, st.Wait, plainAttempt, call)
 		if perr != nil {
 			return Result{}, perr
 		}
@@ -318,7 +345,8 @@ func (e *Engine) drive(ctx context.Context, m *Machine, st Step, call Call) (Res
 			st = m.Interrupt(ErrClosed)
 			continue
 		}
-		o, perr := e.invoke(ctx, m, st.Target, st.Wait, call)
+		// A continuation is never hedged: its Machine asks for no hedge.
+		o, _, perr := e.invoke(ctx, m.rules, st.Target, m.attempts, st.Wait, continuationAttempt, call)
 		if perr != nil {
 			return Result{}, perr
 		}
@@ -362,10 +390,24 @@ var errNilArgument = errors.New("reroute: Do needs a non-nil context and call")
 
 var errNoResponse = errors.New("reroute: call returned neither a status nor an error")
 
-// invoke makes one attempt: the per-attempt timeout, the latency
-// measurement when the call does not report one, and panic recovery.
-func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Duration, call Call) (o policy.Outcome, perr error) {
-	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: m.attempts, Provider: &e.cfg.ModelProviders[t], Wait: wait, Continuation: m.cont != nil}
+// attemptKind tells invoke what the attempt is, for Attempt's flags.
+type attemptKind uint8
+
+const (
+	plainAttempt attemptKind = iota
+	hedgeAttempt
+	continuationAttempt
+)
+
+// invoke makes attempt number n, to target t, of a request whose rules
+// are rules: the per-attempt timeout, the latency measurement when the call
+// does not report one, and panic recovery. It touches no Machine, so that
+// a hedge's invoke can run beside its Machine's owner. took is how long
+// the call took, measured only for a hedging policy (else 0). kind says
+// whether the attempt is a hedge or a continuation.
+func (e *Engine) invoke(ctx context.Context, rules *policy.Rules, t, n int, wait time.Duration, kind attemptKind, call Call) (o policy.Outcome, took time.Duration, perr error) {
+	a := Attempt{Target: e.c.Targets[t], Model: e.c.Models[t], Index: t, Number: n, Provider: &e.cfg.ModelProviders[t], Wait: wait,
+		Hedge: kind == hedgeAttempt, Continuation: kind == continuationAttempt}
 	actx := ctx
 	var cancel context.CancelFunc
 	var t0 time.Time
@@ -380,7 +422,7 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Durati
 			actx, cancel = e.clock.WithDeadline(ctx, t0.Add(to))
 		}
 	}
-	measure := m.rules != nil && m.rules.Latency != nil
+	measure := rules != nil && (rules.Latency != nil || rules.Hedge != nil)
 	if measure && t0.IsZero() {
 		t0 = e.clock.Now()
 	}
@@ -402,11 +444,16 @@ func (e *Engine) invoke(ctx context.Context, m *Machine, t int, wait time.Durati
 			o.Err = err
 		}
 	}
-	if (measure || o.Err != nil) && !t0.IsZero() && o.TTFB == 0 && o.Total == 0 {
-		el := e.clock.Since(t0)
-		o.TTFB, o.Total = el, el
+	if (measure || o.Err != nil) && !t0.IsZero() {
+		took = e.clock.Since(t0)
+		if o.TTFB == 0 && o.Total == 0 {
+			o.TTFB, o.Total = took, took
+		}
+		if rules == nil || rules.Hedge == nil {
+			took = 0
+		}
 	}
-	return o, nil
+	return o, took, nil
 }
 
 type requestIDKey struct{}

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
 
 	"github.com/reroute-go/reroute/policy"
 )
@@ -131,4 +134,61 @@ func BenchmarkDoFailoverTargets(b *testing.B) {
 			}
 		})
 	}
+}
+
+// hedgeBenchConfig is benchConfig's policy with a hedge that every
+// request may start.
+const hedgeBenchConfig = `
+model_providers:
+  - model: openai/gpt-4o
+    retry_policy:
+      fallback_models: [anthropic/claude-3-5-sonnet]
+      hedge: {delay_ms: 100, budget_percent: 100}
+  - model: anthropic/claude-3-5-sonnet
+engine: {retry_budget: {enabled: false}, passive_health: {enabled: false}}
+`
+
+// instantClock is the real clock whose AfterFunc fires at once, whatever
+// the delay: the hedge starts as soon as the runtime runs its timer, so
+// that a benchmark measures the race and not the delay.
+type instantClock struct{ clock.Clock }
+
+func (c instantClock) AfterFunc(_ time.Duration, f func()) *clock.Timer {
+	return c.Clock.AfterFunc(0, f)
+}
+
+// BenchmarkDoHedged: the path where a hedge fires ("fired"): the primary's
+// call waits for its context; the hedge starts on the timer's goroutine,
+// answers 200 at once and wins; the primary is cancelled and abandoned.
+// It measures the race's own cost: the Machine's copy, two cancellable
+// contexts, the timer, the goroutine and the handoffs. "armed": a hedging
+// policy whose primary answers before the delay, the cost of arming and
+// stopping the timer.
+func BenchmarkDoHedged(b *testing.B) {
+	e := mustEngine(b, hedgeBenchConfig, WithClock(instantClock{clock.New()}))
+	ctx := context.Background()
+	call := func(ctx context.Context, a Attempt) policy.Outcome {
+		if a.Index != 0 {
+			return ok200
+		}
+		<-ctx.Done()
+		return policy.Outcome{Err: ctx.Err()}
+	}
+	b.Run("fired", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := e.Do(ctx, gpt, call); err != nil || r.Number != 2 {
+				b.Fatal(err, r)
+			}
+		}
+	})
+	e2 := mustEngine(b, hedgeBenchConfig)
+	b.Run("armed", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r, err := e2.Do(ctx, gpt, succeed); err != nil || r.Attempts != 1 {
+				b.Fatal(err, r)
+			}
+		}
+	})
 }

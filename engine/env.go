@@ -47,6 +47,14 @@ type env struct {
 	// (-1: passive health off), and how long a probe claim on it lasts.
 	ejID     []int32
 	claimFor []time.Duration
+
+	// Hedging (hedge.go): per primary target, its policy's hedge budget
+	// (nil when no policy hedges, or under WithoutHedging; an entry nil
+	// when its policy does not hedge); and where percentiles of time to
+	// first token come from (nil when no policy hedges by one, or under
+	// WithHealth).
+	hedges []*hedgeBudget
+	ttfb   ttfbSource
 }
 
 // passiveHealth fills ejID and claimFor from c. A probe's claim lasts the

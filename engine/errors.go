@@ -19,6 +19,10 @@ var (
 	// ErrClosed is returned by Do after Close has been called, and by a Do
 	// whose wait Close interrupted.
 	ErrClosed = errors.New("reroute: engine closed")
+	// ErrAbandoned is the cause with which the engine cancels the context
+	// of an attempt that lost the race with its hedge
+	// (docs/behaviour.md#hedging): context.Cause(ctx) of the loser's Call.
+	ErrAbandoned = errors.New("reroute: attempt abandoned: another attempt of the request answered first")
 	// ErrUnknownModel is returned by Do for a model that is not a
 	// configured target.
 	ErrUnknownModel = errors.New("reroute: unknown model")

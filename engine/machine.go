@@ -36,6 +36,9 @@ type Step struct {
 	Target int           // target index, for StepAttempt
 	Wait   time.Duration // for StepAttempt
 	Err    *ExhaustedError
+	// Four words: a Step is returned in registers. A fifth field (the
+	// hedge delay was one) makes the compiler return it through memory,
+	// which cost every request about 15 ns; Machine.HedgeAfter has it.
 }
 
 // Machine is one request's decisions: which target to attempt, how long
@@ -63,8 +66,21 @@ type Machine struct {
 	current  int
 	deadline int64 // unix ns; 0 = none
 	attempts int
-	moved    bool // an attempt has gone to a target other than the primary
-	noSame   bool // the last failure forbids another attempt to the same target
+	// Hedging (hedge.go): hedgeIn is the hedge delay of the attempt last
+	// decided (HedgeAfter); took is how long the Call about to be
+	// observed took, set by the driver of a hedging policy: the sample of
+	// its target's time to first token; hedgeNum is the number of the
+	// hedge in flight (0: none), to hedgeTarget; hedged says the request
+	// has had its hedge (at most one). int32s and bools packed together:
+	// the Machine is zeroed on every request.
+	hedgeIn     time.Duration
+	took        time.Duration
+	curNum      int32 // the number of the attempt to current
+	hedgeNum    int32
+	hedgeTarget int32
+	moved       bool // an attempt has gone to a target other than the primary
+	noSame      bool // the last failure forbids another attempt to the same target
+	hedged      bool
 	// sameRetries is what same_model_retries allows the last failure
 	// (Rules.SameRetries: its status entry's, on_timeout's, or the policy's)
 	sameRetries int
@@ -460,6 +476,9 @@ func countsAsFailure(o *policy.Outcome, hinted bool) bool {
 // default strategy.
 func (m *Machine) Start() Step {
 	m.step()
+	if m.rules != nil && m.rules.Hedge != nil && m.env.hedges != nil {
+		m.env.hedges[m.primary].begun.Add(1) // what the hedge budget's share is of
+	}
 	if m.rules != nil && (!m.view.Clear(m.primary) || m.facts.n > 0) {
 		// Clear is the fast path: nothing has ever blocked, ejected or
 		// suspected the primary, so it is available without a clock read.
@@ -496,13 +515,16 @@ func (m *Machine) attempt(t int, wait time.Duration, fallbackPos int) Step {
 	if t != m.current {
 		m.curFails = 0
 	}
-	m.current = t
+	m.current, m.curNum = t, int32(m.attempts)
 	m.markTried(t)
 	if t != m.primary {
 		m.moved = true
 	}
 	// The attempt is counted when it ends, as a success or a failure:
 	// attempts are their sum, which spares every request an atomic add.
+	if m.rules != nil && m.rules.Hedge != nil && !m.hedged && m.env.hedges != nil && m.cont == nil {
+		m.hedgeIn = m.hedgeDelay(t, wait)
+	}
 	return Step{Kind: StepAttempt, Target: t, Wait: wait}
 }
 
@@ -515,21 +537,12 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if !m.virtual {
 		m.haveNow = false
 	}
-	t := m.current
+	t, took := m.current, m.took
+	m.took = 0
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
-	if m.env.hooks.Attempt != nil {
-		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: m.attempts, Status: o.Status, Class: class, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
-	}
-	if m.env.hooks.Latency != nil && class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil {
-		l := m.rules.Latency
-		// A stream measured in total is measured when it ends (Result.End).
-		if d := l.Measured(o); d > 0 || l.Measure != policy.MeasureTotal {
-			m.env.hooks.Latency(m.name(t), d)
-		}
-	}
-	if event {
-		m.latencyEvent(t, measured, class.Retriable())
+	if m.env.hooks.Attempt != nil || m.env.hooks.Latency != nil || event {
+		m.tell(t, int(m.curNum), o, class, event, measured)
 	}
 	if !class.Retriable() {
 		if m.cont != nil && class == policy.PassThrough {
@@ -545,14 +558,63 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		}
 		m.flushFailure() // the request ends: nothing is held back past it
 		m.shard.count(t, countSuccesses)
+		if took > 0 {
+			m.sampleTTFB(t, took)
+		}
 		if m.attempts > 1 && m.env.debug {
 			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
+	act, key := m.failure(t, int(m.curNum), o, class)
+	m.newDecision()
+	m.curFails++
+	if m.count(key) >= act.MaxAttempts {
+		return m.fail(ReasonMaxAttempts, false)
+	}
+	st := m.next(act, t)
+	if st.Kind != StepAttempt || st.Target != t {
+		m.flushFailure()
+	}
+	return st
+}
+
+// seen takes the outcome o of attempt number n, to target t: it classifies
+// it and tells the hooks and the latency rule. Every outcome of a request
+// with a retry policy passes here once, observed or failed beside a hedge.
+func (m *Machine) seen(t, n int, o *policy.Outcome) policy.Class {
+	class, event, measured := m.rules.Classify(o)
+	m.last, m.lastClass = *o, class
+	m.tell(t, n, o, class, event, measured)
+	return class
+}
+
+// tell tells the hooks and the latency rule of the outcome o of attempt
+// number n, to target t, classified by seen.
+func (m *Machine) tell(t, n int, o *policy.Outcome, class policy.Class, event bool, measured time.Duration) {
+	if m.env.hooks.Attempt != nil {
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: n, Status: o.Status, Class: class, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
+	}
+	if m.env.hooks.Latency != nil && class != policy.HTTPError && class != policy.PassThrough && m.rules.Latency != nil {
+		l := m.rules.Latency
+		// A stream measured in total is measured when it ends (Result.End).
+		if d := l.Measured(o); d > 0 || l.Measure != policy.MeasureTotal {
+			m.env.hooks.Latency(m.name(t), d)
+		}
+	}
+	if event {
+		m.latencyEvent(t, measured, class.Retriable())
+	}
+}
+
+// failure records the failed outcome o of attempt number n, to target t,
+// classified as class: counts, Retry-After, passive health, the list of
+// failed attempts and what the failure forbids. It returns the action and
+// the counter key the failure resolves to; the decision is the caller's.
+func (m *Machine) failure(t, n int, o *policy.Outcome, class policy.Class) (policy.Action, policy.Key) {
 	m.step()
 	m.shard.count(t, countFailures)
-	rec := FailedAttempt{Target: m.name(t), Number: m.attempts, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
+	rec := FailedAttempt{Target: m.name(t), Number: n, Status: o.Status, Class: class, Err: o.Err, Latency: o.Total}
 	if class == policy.HTTPError {
 		m.retryHint(t, o, &rec)
 	} else if l := m.rules.Latency; l != nil {
@@ -566,24 +628,14 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	}
 	act, key := m.rules.Resolve(class, o.Status)
 	m.sameRetries = m.rules.SameRetries(class, o.Status, rec.TimedOut())
-	m.newDecision()
-	m.curFails++
-	if o.NoSameTarget || o.NoSameProvider || probed {
-		// A failed probe is the target's answer to "are you back?":
-		// another attempt to it in the same request is no wiser.
-		m.noSame = true
-	}
+	// A failed probe is the target's answer to "are you back?": another
+	// attempt to it in the same request is no wiser. Set, not or-ed: the
+	// last failure decides (choose clears it too).
+	m.noSame = o.NoSameTarget || o.NoSameProvider || probed
 	if o.NoSameProvider {
 		m.noProviders = append(m.noProviders, m.env.c.ProviderOf[t])
 	}
-	if m.count(key) >= act.MaxAttempts {
-		return m.fail(ReasonMaxAttempts, false)
-	}
-	st := m.next(act, t)
-	if st.Kind != StepAttempt || st.Target != t {
-		m.flushFailure()
-	}
-	return st
+	return act, key
 }
 
 // retryHint reads a failed answer's Retry-After (or rate-limit reset) and
@@ -623,7 +675,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	t := m.current
 	m.shard.count(t, countFailures)
 	if m.env.hooks.Attempt != nil {
-		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: m.attempts, Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
+		m.env.hooks.Attempt(AttemptEvent{Target: m.name(t), Index: t, Number: int(m.curNum), Class: policy.Timeout, TTFB: o.TTFB, Total: o.Total, Err: o.Err})
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		m.releaseProbe() // the caller gave up: the attempt tells nothing
@@ -632,7 +684,7 @@ func (m *Machine) Cut(o *policy.Outcome, err error) Step {
 	}
 	m.passive(t, o, true) // it did not answer within the request's time
 	m.flushFailure()
-	m.record(FailedAttempt{Target: m.name(t), Number: m.attempts, Class: policy.Timeout, Latency: o.Total, Err: o.Err})
+	m.record(FailedAttempt{Target: m.name(t), Number: int(m.curNum), Class: policy.Timeout, Latency: o.Total, Err: o.Err})
 	return m.fail(ReasonDeadline, false)
 }
 
@@ -1103,6 +1155,7 @@ func (m *Machine) Result() Result {
 	return Result{
 		Target:   m.name(m.current),
 		Attempts: m.attempts,
+		Number:   int(m.curNum),
 		Outcome:  m.last,
 		Class:    m.lastClass,
 		env:      m.env,

@@ -23,6 +23,8 @@ type options struct {
 	rnd    rand.Source
 	hooks  Hooks
 	health Health
+	// noHedge turns hedging off (WithoutHedging)
+	noHedge bool
 }
 
 // WithLogger sets the logger. The default is zap.NewNop(). Request-path
@@ -78,9 +80,20 @@ func WithHooks(h Hooks) Option {
 // WithHealth replaces the engine's health actor by h. It exists for the
 // simulator, which drives requests one at a time in virtual time and wants
 // every fact applied at once (see SyncHealth); with it the engine starts no
-// goroutine.
+// goroutine. If h also has the methods ReportTTFB(t int, d time.Duration)
+// bool and TTFB(t, k int) (time.Duration, bool), as health.Actor does, a
+// hedge's delay_percentile reads from it; otherwise such a hedge waits its
+// max_delay_ms.
 func WithHealth(h Health) Option {
 	return func(o *options) { o.health = h }
+}
+
+// WithoutHedging turns every retry_policy's hedge off: the engine runs as
+// if no policy had a hedge block. It is for comparisons (loadgen's
+// no-hedge baseline) and for a host that wants a switch to stop hedging at
+// once without editing the configuration.
+func WithoutHedging() Option {
+	return func(o *options) { o.noHedge = true }
 }
 
 // Hooks are optional callbacks for metrics. A nil field is skipped.
@@ -122,6 +135,18 @@ type Hooks struct {
 	// with a threshold (on_high_latency), over the threshold or not; a
 	// stream measured in total is measured when it ends (Result.End).
 	Latency func(target string, d time.Duration)
+	// Hedge is called when a request starts a hedge beside its attempt
+	// in flight (docs/behaviour.md#hedging), on the goroutine that
+	// starts it (not the request's).
+	Hedge func(HedgeEvent)
+}
+
+// HedgeEvent describes a hedge started beside a slow attempt.
+type HedgeEvent struct {
+	From, To           string // the slow attempt's target and the hedge's
+	FromIndex, ToIndex int    // their indices in the compiled configuration
+	Number             int    // the hedge's attempt number
+	Delay              time.Duration
 }
 
 // AttemptEvent describes one finished attempt.
@@ -134,6 +159,10 @@ type AttemptEvent struct {
 	TTFB   time.Duration // as the call reported it (or the engine measured it); 0 when unknown
 	Total  time.Duration // 0 when unknown, as for a stream handed over at its first byte
 	Err    error         // the transport error or timeout, if any
+	// Abandoned: the attempt lost the race with a hedge (or its hedge lost
+	// to it) and was cancelled; its outcome was neither a success nor a
+	// failure of its target. Class is then Timeout.
+	Abandoned bool
 }
 
 // EndEvent describes how a delivered stream ended (Result.End).

@@ -11,7 +11,8 @@ import (
 // Result is the delivered attempt of a request.
 type Result struct {
 	Target   string         // the target that served
-	Attempts int            // attempts made, the served one included
+	Attempts int            // attempts made, the served one included (a hedge counts)
+	Number   int            // the served attempt's number (Attempt.Number): with a hedge, which of the calls won
 	Outcome  policy.Outcome // the served attempt's outcome
 	Class    policy.Class   // Success, SlowSuccess or PassThrough
 

@@ -48,6 +48,7 @@ type Actor struct {
 	queryc  chan actor.Request[query, []Block]
 	life    actor.Lifecycle
 	invalid atomic.Uint64 // reports naming an identifier out of range; rare
+	ttfb    *ttfbFeed     // times to first token (ttfb.go); nil when no hedge needs them
 	// probes[id] is the claim on probing half-open identifier id, shared
 	// by every snapshot: see Snapshot.Claim. The actor writes it when id
 	// is ejected again (the new ejection's end, so that a claimer reading
@@ -160,6 +161,7 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 		suspect:   make([]bool, c.NumIDs()),
 		interval:  o.interval,
 		rest:      o.rest,
+		ttfb:      newTTFBFeed(c, o.buffer),
 	}
 	a.spare = make([][]report, len(a.reports.s))
 	for i := range a.spare {
@@ -364,6 +366,7 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			a.drain(true)
+			a.ttfbPublish()
 			a.warnDropped(a.clock.Now().UnixNano())
 			return
 		case <-bell:
@@ -373,10 +376,14 @@ func (a *Actor) loop(stop <-chan struct{}) {
 			}
 		case <-restc:
 			bell, restc = a.reports.doorbell, nil
+		case r := <-a.ttfbc():
+			a.ttfbTake(r)
 		case <-tick.C:
+			a.ttfbPublish()
 			a.warnDropped(a.expire())
 		case req := <-a.queryc:
 			a.drain(false)
+			a.ttfbPublish()
 			now := a.expire()
 			var out []Block
 			if req.Q == queryBlocks {

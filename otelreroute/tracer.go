@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -55,8 +56,11 @@ type requestKey struct{}
 // goroutine at a time: the engine makes the attempts of a request one
 // after another on the goroutine that called Do.
 type request struct {
-	span     trace.Span
-	primary  int       // the primary's target index, whose retry policy classifies every attempt; -1 if unknown
+	span    trace.Span
+	primary int // the primary's target index, whose retry policy classifies every attempt; -1 if unknown
+	// mu guards the rest: a hedge's call runs beside the attempt it
+	// hedges (docs/behaviour.md#hedging).
+	mu       sync.Mutex
 	attempts int       // attempt spans made
 	lastEnd  time.Time // the previous attempt's end
 	last     int       // the previous attempt's target index
@@ -175,15 +179,24 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 		attrs = append(attrs, keyContinues.Bool(true))
 	}
 	start := t.clock.Now()
-	if rq != nil && rq.attempts > 0 {
-		kind := "failover"
-		if rq.last == a.Index {
-			kind = "same_target"
+	if rq != nil {
+		rq.mu.Lock()
+		switch {
+		case a.Hedge:
+			// Beside the attempt it hedges, which has not ended: no wait
+			// and no cause.
+			attrs = append(attrs, keyRetryKind.String("hedge"))
+		case rq.attempts > 0:
+			kind := "failover"
+			if rq.last == a.Index {
+				kind = "same_target"
+			}
+			attrs = append(attrs, keyWait.Float64(ms(start.Sub(rq.lastEnd))), keyRetryKind.String(kind))
+			if rq.lastErr != "" {
+				attrs = append(attrs, keyRetryCause.String(rq.lastErr))
+			}
 		}
-		attrs = append(attrs, keyWait.Float64(ms(start.Sub(rq.lastEnd))), keyRetryKind.String(kind))
-		if rq.lastErr != "" {
-			attrs = append(attrs, keyRetryCause.String(rq.lastErr))
-		}
+		rq.mu.Unlock()
 	}
 	ctx, span := t.tr.Start(ctx, SpanAttempt, trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
 	ended := false
@@ -193,7 +206,9 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 			span.SetStatus(codes.Error, errPanic)
 			span.End()
 			if rq != nil {
+				rq.mu.Lock()
 				rq.attempts++
+				rq.mu.Unlock()
 			}
 		}
 	}()
@@ -235,8 +250,10 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 	}
 	span.End(trace.WithTimestamp(end))
 	if rq != nil {
+		rq.mu.Lock()
 		rq.attempts++
 		rq.lastEnd, rq.last, rq.lastErr = end, a.Index, typ
+		rq.mu.Unlock()
 	}
 	return o
 }

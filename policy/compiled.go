@@ -24,6 +24,12 @@ type Compiled struct {
 	// Continuation: target index → how it can continue a cut stream
 	// (ContinueNone when it cannot)
 	Continuation []Continuation
+	// TTFBPercentiles are the distinct hedge delay_percentile values of
+	// every retry_policy, in the order first met: the percentiles of the
+	// time to first token the health state keeps per target
+	// (HedgeRule.PercentileIndex indexes it). Empty when no policy hedges
+	// by percentile.
+	TTFBPercentiles []float64
 
 	index map[string]int      // target id → index
 	bare  map[string]int      // bare model name → index, when exactly one target has it
@@ -127,6 +133,7 @@ type Rules struct {
 	SameModelPatience time.Duration    // same_model_patience_ms, or its default
 	Unlisted          UnlistedFailover // which targets the random pick may choose; "" is any
 	ContinueStreams   bool             // continue_streams, or its default (true)
+	Hedge             *HedgeRule       // hedge; nil: no hedging
 
 	first   [600 - 100]int32 // status code - 100 → index+1 of the first entry that lists it
 	actions []Action         // per on_status_codes entry
@@ -464,5 +471,8 @@ func compileRules(rp *RetryPolicy, c *Compiled) *Rules {
 	}
 	r.Unlisted = rp.UnlistedFailover
 	r.ContinueStreams = rp.ContinueStreams == nil || *rp.ContinueStreams
+	if h := rp.Hedge; h != nil {
+		r.Hedge = compileHedge(h, c)
+	}
 	return r
 }

@@ -131,6 +131,32 @@ type RetryPolicy struct {
 	// (docs/gateway.md#continuing-a-cut-stream). Absent: true; it has an
 	// effect only where some target can continue.
 	ContinueStreams *bool `yaml:"continue_streams,omitempty"`
+
+	// Hedge is reroute's extension against slow first tokens: when an
+	// attempt has not produced its first token after a delay, a second
+	// attempt starts beside it and the first to answer wins
+	// (docs/behaviour.md#hedging). Nil: no hedging.
+	Hedge *Hedge `yaml:"hedge,omitempty"`
+}
+
+// Hedge is retry_policy.hedge (docs/configuration.md#hedge). Exactly one of
+// DelayMs and DelayPercentile says when a hedge starts; Finalize fills the
+// other keys.
+type Hedge struct {
+	// DelayMs is a fixed delay, in milliseconds, from the start of an
+	// attempt to its hedge.
+	DelayMs *int `yaml:"delay_ms,omitempty"`
+	// DelayPercentile takes the delay from the attempt's target: that
+	// percentile of its recently observed times to first token, within
+	// MinDelayMs and MaxDelayMs (MaxDelayMs until enough are observed).
+	DelayPercentile *float64 `yaml:"delay_percentile,omitempty"`
+	MinDelayMs      *int     `yaml:"min_delay_ms,omitempty"`
+	MaxDelayMs      *int     `yaml:"max_delay_ms,omitempty"`
+	// BudgetPercent bounds the hedges started over the last
+	// HedgeBudgetWindow to this share of the requests of this policy begun
+	// in it, plus BudgetMinPerSecond for each second of the window.
+	BudgetPercent      *float64 `yaml:"budget_percent,omitempty"`
+	BudgetMinPerSecond *float64 `yaml:"budget_min_per_second,omitempty"`
 }
 
 // UnlistedFailover is the value of unlisted_failover.

@@ -272,6 +272,12 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
 		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
 	}
+	if rp.Hedge != nil {
+		k.hedge(p+".hedge", rp.Hedge)
+		if rp.DefaultStrategy == SameModel {
+			k.warnf(p+".hedge", "a hedge goes to another target by default_strategy, and this policy's is same_model: no hedge will start")
+		}
+	}
 
 	type listed struct {
 		entry string // the on_status_codes entry that lists the code first

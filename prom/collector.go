@@ -72,6 +72,10 @@ type Collector struct {
 	retries     [][2]prometheus.Counter // [target of the next attempt][retrySame or retryFailover]
 	contVec     *prometheus.CounterVec
 	conts       [][2]prometheus.Counter // [target of the continuation][retrySame or retryFailover]
+	hedgesVec   *prometheus.CounterVec
+	hedges      []prometheus.Counter // [target of the hedge]
+	lostVec     *prometheus.CounterVec
+	lost        []prometheus.Counter // [target of the abandoned attempt]
 	exhaustVec  *prometheus.CounterVec
 	exhaust     []prometheus.Counter // [reason], reasonOther last
 	blocksVec   *prometheus.CounterVec
@@ -152,6 +156,19 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 	for t := range nt {
 		col.conts[t][retrySame] = col.contVec.WithLabelValues(c.Targets[t], "same_target")
 		col.conts[t][retryFailover] = col.contVec.WithLabelValues(c.Targets[t], "failover")
+	}
+
+	col.hedgesVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("hedges_total"),
+		Help: "Hedges started beside an attempt whose first token was late, by the target of the hedge.",
+	}, []string{"target"})
+	col.lostVec = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: name("abandoned_attempts_total"),
+		Help: "Attempts cancelled because the other attempt of a hedge's race answered first, by target; they are not in reroute_attempts_total.",
+	}, []string{"target"})
+	for t := range nt {
+		col.hedges = append(col.hedges, col.hedgesVec.WithLabelValues(c.Targets[t]))
+		col.lost = append(col.lost, col.lostVec.WithLabelValues(c.Targets[t]))
 	}
 
 	col.exhaustVec = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -261,6 +278,7 @@ func (c *Collector) Hooks() engine.Hooks {
 		Attempt:   c.attempt,
 		Retry:     c.retry,
 		Continue:  c.continued,
+		Hedge:     c.hedge,
 		Exhausted: c.exhausted,
 		Block:     c.block,
 		Ejected:   c.ejected,
@@ -285,6 +303,12 @@ func (c *Collector) end(ev engine.EndEvent) {
 
 func (c *Collector) attempt(ev engine.AttemptEvent) {
 	if uint(ev.Index) >= uint(len(c.attempts)) {
+		return
+	}
+	if ev.Abandoned {
+		// Cancelled for losing a race: neither an outcome of its class
+		// nor a latency of its target.
+		c.lost[ev.Index].Inc()
 		return
 	}
 	if row := c.attempts[ev.Index]; uint(ev.Class) < uint(len(row)) {
@@ -320,6 +344,12 @@ func (c *Collector) continued(ev engine.ContinueEvent) {
 	}
 	c.conts[ev.ToIndex][kind].Inc()
 	c.wait.Observe(ev.Wait.Seconds())
+}
+
+func (c *Collector) hedge(ev engine.HedgeEvent) {
+	if uint(ev.ToIndex) < uint(len(c.hedges)) {
+		c.hedges[ev.ToIndex].Inc()
+	}
 }
 
 func (c *Collector) exhausted(r engine.Reason) {
@@ -434,7 +464,7 @@ func (c *Collector) collectActive(ch chan<- prometheus.Metric, blocks []health.B
 
 func (c *Collector) vectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		c.attemptsVec, c.retriesVec, c.exhaustVec, c.blocksVec, c.ejectVec,
+		c.attemptsVec, c.retriesVec, c.hedgesVec, c.lostVec, c.exhaustVec, c.blocksVec, c.ejectVec,
 		c.recoverVec, c.probeVec, c.ttfbVec, c.totalVec, c.wait, c.overhead, c.contVec,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/benbjohnson/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/reroute-go/reroute/engine"
 	"github.com/reroute-go/reroute/health"
@@ -173,11 +174,11 @@ func TestCollectorCountsEjectionProbeRecovery(t *testing.T) {
 func TestCollectorSeriesFixedByConfiguration(t *testing.T) {
 	col, e := newEngine(t, twoTargets)
 	// 3 targets and 3 providers, all names distinct: attempts 3×6,
-	// retries 3×2, exhaustions 6, blocks 2, ejections and recoveries 6
+	// retries 3×2, hedges 3, abandoned attempts 3, exhaustions 6, blocks 2, ejections and recoveries 6
 	// each, probes 3, the two latency histograms 3 each, the wait and the
 	// overhead histograms 1 each, continuations 3×2, blocks_active 6×3,
 	// results 3×2, the actor's 2.
-	const want = 18 + 6 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 1 + 6 + 18 + 6 + 2
+	const want = 18 + 6 + 3 + 3 + 6 + 2 + 6 + 6 + 3 + 3 + 3 + 1 + 1 + 6 + 18 + 6 + 2
 	if n := testutil.CollectAndCount(col); n != want {
 		t.Fatalf("%d series at New, want %d", n, want)
 	}
@@ -187,6 +188,8 @@ func TestCollectorSeriesFixedByConfiguration(t *testing.T) {
 	h.Attempt(engine.AttemptEvent{Index: 0, Class: policy.Class(200)})
 	h.Retry(engine.RetryEvent{FromIndex: 0, ToIndex: 9})
 	h.Continue(engine.ContinueEvent{FromIndex: 0, ToIndex: -2})
+	h.Hedge(engine.HedgeEvent{FromIndex: 0, ToIndex: 9})
+	h.Attempt(engine.AttemptEvent{Index: 7, Abandoned: true})
 	h.Exhausted("a_reason_of_tomorrow")
 	h.Block("openai/gpt-4o", health.Kind(7), time.Second)
 	h.Ejected("nobody/else", time.Second, 1)
@@ -354,4 +357,43 @@ reroute_continuations_total{kind="same_target",target="anthropic/claude-3-5-sonn
 reroute_continuations_total{kind="same_target",target="mistral/mistral-large"} 0
 reroute_continuations_total{kind="same_target",target="openai/gpt-4o"} 1
 `, "reroute_continuations_total")
+}
+
+// A hedge that wins: the hedge is counted by its target, the abandoned
+// primary in reroute_abandoned_attempts_total and not in
+// reroute_attempts_total.
+func TestCollectorCountsHedges(t *testing.T) {
+	col := prom.New(mustConfig(t, twoTargets).Compiled())
+	h := col.Hooks()
+	h.Hedge(engine.HedgeEvent{From: "openai/gpt-4o", To: "anthropic/claude-3-5-sonnet", FromIndex: 0, ToIndex: 1, Number: 2, Delay: time.Second})
+	h.Attempt(engine.AttemptEvent{Index: 1, Number: 2, Class: policy.Success, Status: 200})
+	h.Attempt(engine.AttemptEvent{Index: 0, Number: 1, Class: policy.Timeout, Abandoned: true, Total: 2 * time.Second})
+	compare(t, col, `
+# HELP reroute_hedges_total Hedges started beside an attempt whose first token was late, by the target of the hedge.
+# TYPE reroute_hedges_total counter
+reroute_hedges_total{target="anthropic/claude-3-5-sonnet"} 1
+reroute_hedges_total{target="mistral/mistral-large"} 0
+reroute_hedges_total{target="openai/gpt-4o"} 0
+# HELP reroute_abandoned_attempts_total Attempts cancelled because the other attempt of a hedge's race answered first, by target; they are not in reroute_attempts_total.
+# TYPE reroute_abandoned_attempts_total counter
+reroute_abandoned_attempts_total{target="anthropic/claude-3-5-sonnet"} 0
+reroute_abandoned_attempts_total{target="mistral/mistral-large"} 0
+reroute_abandoned_attempts_total{target="openai/gpt-4o"} 1
+`, "reroute_hedges_total", "reroute_abandoned_attempts_total")
+	// Only the hedge's success is an attempt.
+	var n int
+	ch := make(chan prometheus.Metric, 64)
+	go func() { col.Collect(ch); close(ch) }()
+	for m := range ch {
+		var d dto.Metric
+		if err := m.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(m.Desc().String(), `"reroute_attempts_total"`) && d.GetCounter().GetValue() > 0 {
+			n += int(d.GetCounter().GetValue())
+		}
+	}
+	if n != 1 {
+		t.Fatalf("reroute_attempts_total sums to %d, want 1 (the hedge's success)", n)
+	}
 }

@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var baselines listFlag
-	fs.Var(&baselines, "baseline", "also run `BASELINES` on the same scenario and show them side by side: a comma-separated list of naive and naive-failover (repeatable; none for no baseline)")
+	fs.Var(&baselines, "baseline", "also run `BASELINES` on the same scenario and show them side by side: a comma-separated list of naive, naive-failover and no-hedge (repeatable; none for no baseline)")
 	var (
 		mode     = fs.String("mode", bench.ModeSim, "sim: in-process, virtual time, deterministic; http: loopback upstreams and the HTTP adapter, real time")
 		jsonOut  = fs.String("json", "", "write the results as JSON to `FILE` (- for stdout)")
@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	}
 	bases, err := bench.ParseBaselines(strings.Join(baselines, ","))
 	if err != nil {
-		fmt.Fprintf(stderr, "loadgen: -baseline must list naive, naive-failover or none, not %q\n", strings.Join(baselines, ","))
+		fmt.Fprintf(stderr, "loadgen: -baseline must list naive, naive-failover, no-hedge or none, not %q\n", strings.Join(baselines, ","))
 		return 2
 	}
 	if *requests < 0 {

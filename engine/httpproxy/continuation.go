@@ -229,6 +229,7 @@ func (rq *request) continueStream(w http.ResponseWriter, rc *http.ResponseContro
 		}
 		return res, nil, false
 	}
+	rq.pick(next.Number)
 	at := rq.cur
 	if ce := rq.h.log.Check(zap.InfoLevel, "reroute stream continued"); ce != nil {
 		ce.Write(zap.String("request_id", rq.id), zap.String("from", res.Target), zap.String("target", next.Target),

@@ -255,6 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rq.renderError(w, err)
 	} else {
+		rq.pick(res.Number)
 		rq.deliver(w, res)
 	}
 	if end != nil {

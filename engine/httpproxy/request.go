@@ -6,13 +6,16 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/reroute-go/reroute/engine"
 )
 
 // request is one client request on its way through the engine. It is
-// owned by the goroutine serving the request: Do calls call on it.
+// owned by the goroutine serving the request: Do calls call on it, and a
+// hedging policy may have two calls running at once (the hedge's on
+// another goroutine), so what the calls share is guarded by mu.
 type request struct {
 	h    *Handler
 	r    *http.Request
@@ -21,8 +24,11 @@ type request struct {
 	sent string // the model the client's body names
 	sum  string // SHA-256 of body, hex; see bodySum
 	hdr  http.Header
+	cur  *attempt // the delivered attempt, chosen by pick after Do succeeds
+
+	mu   sync.Mutex
 	alt  []altBody
-	cur  *attempt // the last attempt; the delivered one after Do succeeds
+	atts []*attempt // every attempt not yet released
 	// cont is set when the request may be continued (continuation.go);
 	// nil for every other request.
 	cont *continuation
@@ -30,7 +36,8 @@ type request struct {
 	do   engine.Call     // the call the engine runs, wrapped (WithCallWrapper)
 	// outside is the request's time spent in upstream calls and in the
 	// engine's waits, taken off its elapsed time to give the gateway's own
-	// overhead (WithOverheadHook).
+	// overhead (WithOverheadHook). Overlapping calls (a hedge) both count,
+	// so a hedged request's overhead is understated by the overlap.
 	outside time.Duration
 }
 
@@ -92,6 +99,8 @@ func (rq *request) bodyFor(model string) []byte {
 	if model == rq.sent {
 		return rq.body
 	}
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
 	for _, a := range rq.alt {
 		if a.model == model {
 			return a.body
@@ -110,13 +119,63 @@ func (rq *request) bodyFor(model string) []byte {
 	return b
 }
 
-// release frees the last attempt. ServeHTTP defers it: it closes a failed
-// attempt's response when Do returns an error, and the delivered one after
-// relaying it.
+// release frees every attempt. ServeHTTP defers it: it closes failed
+// attempts' responses when Do returns an error, and the delivered one after
+// relaying it. Do has returned by then, so no call is running.
 func (rq *request) release() {
-	if rq.cur != nil {
-		rq.cur.release()
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	for _, at := range rq.atts {
+		at.release()
 	}
+	rq.atts = nil
+}
+
+// begin registers attempt at, whose call is starting, and releases the
+// attempts whose calls have returned: they failed or lost to a hedge, since
+// the engine asked for another attempt. A hedge's call leaves the attempt
+// it hedges alone, returned or not: that attempt may be the one delivered
+// (it can return just as the hedge starts), and only Do's result says.
+func (rq *request) begin(at *attempt, hedge bool) {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	kept := rq.atts[:0]
+	for _, o := range rq.atts {
+		if o.returned && (!hedge || o.number < at.number-1) {
+			o.release()
+			continue
+		}
+		kept = append(kept, o)
+	}
+	rq.atts = append(kept, at)
+}
+
+// returned marks at's call as returned, adding its time to outside.
+func (rq *request) returned(at *attempt, wait time.Duration, overhead bool) {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	at.returned = true
+	if overhead {
+		rq.outside += wait + time.Since(at.start)
+	}
+}
+
+// pick makes the attempt of number n the delivered one (rq.cur) and
+// releases the others: a hedge's loser is closed here, before the winner
+// is relayed.
+func (rq *request) pick(n int) {
+	rq.mu.Lock()
+	defer rq.mu.Unlock()
+	kept := rq.atts[:0]
+	for _, at := range rq.atts {
+		if at.number == n {
+			rq.cur = at
+			kept = append(kept, at)
+			continue
+		}
+		at.release()
+	}
+	rq.atts = kept
 }
 
 // bodySum is the SHA-256 of the client's body, the request's identity in

@@ -28,11 +28,14 @@ import (
 type attempt struct {
 	t      *target
 	index  int
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	wd     watchdog
-	start  time.Time
-	resp   *http.Response
+	number int // the engine's attempt number (engine.Attempt.Number)
+	// returned says the call has returned; guarded by request.mu
+	returned bool
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	wd       watchdog
+	start    time.Time
+	resp     *http.Response
 
 	held      []byte // the buffered body, or a stream's events up to the first
 	rest      bool   // a body too large to buffer: resp.Body holds the rest
@@ -78,14 +81,10 @@ func (at *attempt) release() {
 // for a stream whose first event is an error: a failed attempt always
 // says how long it took (the exhaustion's FailedAttempt.Latency).
 func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
-	rq.release() // the previous attempt failed: its response is no longer needed
 	t := &rq.h.targets[a.Index]
-	at := &attempt{t: t, index: a.Index, start: time.Now()}
-	rq.cur = at
-	if rq.h.opts.overhead != nil {
-		rq.outside += a.Wait
-		defer func() { rq.outside += time.Since(at.start) }()
-	}
+	at := &attempt{t: t, index: a.Index, number: a.Number, start: time.Now()}
+	rq.begin(at, a.Hedge) // the previous attempts failed: their responses are no longer needed
+	defer rq.returned(at, a.Wait, rq.h.opts.overhead != nil)
 	// The attempt's context descends from the client's, not from actx:
 	// the engine cancels actx when call returns, and a stream must outlive
 	// that. actx's own end (the engine's attempt timeout) is mirrored
@@ -95,6 +94,10 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	at.ctx, at.cancel, at.wd.cancel = ctx, cancel, cancel
 	stop := context.AfterFunc(actx, func() {
 		if rq.r.Context().Err() == nil {
+			if c := context.Cause(actx); errors.Is(c, engine.ErrAbandoned) {
+				cancel(c) // it lost to a hedge: its connection is cut
+				return
+			}
 			cancel(&TimeoutError{Phase: PhaseAttempt, Limit: t.limits.Attempt})
 		}
 	})
@@ -317,8 +320,11 @@ func (rq *request) refine(o *policy.Outcome, c bodyClass) {
 func (rq *request) transportOutcome(at *attempt, err error, ttfb time.Duration) policy.Outcome {
 	if cause := context.Cause(at.ctx); cause != nil {
 		var te *TimeoutError
-		if errors.As(cause, &te) {
+		switch {
+		case errors.As(cause, &te):
 			err = te
+		case errors.Is(cause, engine.ErrAbandoned):
+			err = cause // it lost to a hedge: say so, not "context canceled"
 		}
 	}
 	at.release()
