@@ -46,7 +46,11 @@ type Actor struct {
 	pend    *pending // where reports go when their stripe is full
 	numIDs  int
 	queryc  chan actor.Request[query, []Block]
+	importc chan imported // facts of other replicas (Import)
 	life    actor.Lifecycle
+	// c and providerIDs resolve the names of imported facts.
+	c           *policy.Compiled
+	providerIDs map[string]int
 	invalid atomic.Uint64 // reports naming an identifier out of range; rare
 	// probes[id] is the claim on probing half-open identifier id, shared
 	// by every snapshot: see Snapshot.Claim. The actor writes it when id
@@ -92,6 +96,10 @@ type Actor struct {
 	// published counts snapshots published after New; read by tests once
 	// the loop has stopped.
 	published uint64
+	// factc receives the facts created from local reports (WithFactSink);
+	// factDrops counts those it had no room for.
+	factc     chan<- Fact
+	factDrops atomic.Uint64
 }
 
 type settle struct {
@@ -116,6 +124,7 @@ type change struct {
 	until     int64
 	n         int
 	recovered bool
+	imported  bool // applied from another replica's fact: not exported again
 }
 
 // New makes the health actor for the identifiers of c and starts its
@@ -149,6 +158,9 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 		pend:      newPending(c.NumIDs(), nextPow2(n), latencyRules(c)),
 		numIDs:    c.NumIDs(),
 		queryc:    make(chan actor.Request[query, []Block]),
+		importc:   make(chan imported, importBuffer),
+		c:         c,
+		factc:     o.facts,
 		state:     NewState(c),
 		clock:     o.clock,
 		log:       o.log,
@@ -167,6 +179,10 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 	}
 	for k := range a.since {
 		a.since[k] = make([]int64, c.NumIDs())
+	}
+	a.providerIDs = make(map[string]int, len(c.Providers))
+	for j, p := range c.Providers {
+		a.providerIDs[p] = c.NumTargets() + j
 	}
 	a.publish()
 	a.published = 0
@@ -364,6 +380,9 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			a.drain(true)
+			if len(a.importc) > 0 {
+				a.applyImports(<-a.importc)
+			}
 			a.warnDropped(a.clock.Now().UnixNano())
 			return
 		case <-bell:
@@ -375,6 +394,8 @@ func (a *Actor) loop(stop <-chan struct{}) {
 			bell, restc = a.reports.doorbell, nil
 		case <-tick.C:
 			a.warnDropped(a.expire())
+		case im := <-a.importc:
+			a.applyImports(im)
 		case req := <-a.queryc:
 			a.drain(false)
 			now := a.expire()
@@ -395,8 +416,7 @@ func (a *Actor) loop(stop <-chan struct{}) {
 func (a *Actor) drain(final bool) (n int) {
 	// Looked up once per drain, not cached at New: the host may change the
 	// level of its logger at run time.
-	core := a.log.Core()
-	track := a.onBlock != nil || a.onEject != nil || a.onRecover != nil || core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
+	track := a.tracking()
 	changed := false
 	for i := range a.reports.s {
 		batch := a.reports.take(i, a.spare[i], final)
@@ -623,6 +643,9 @@ func (a *Actor) logChanges() {
 	}
 	now := a.clock.Now().UnixNano()
 	for _, c := range a.changes {
+		if a.factc != nil {
+			a.export(c, now)
+		}
 		if c.kind == Ejected {
 			a.logEjection(c, now)
 			continue
