@@ -51,7 +51,7 @@ type Actor struct {
 	// c and providerIDs resolve the names of imported facts.
 	c           *policy.Compiled
 	providerIDs map[string]int
-	invalid atomic.Uint64 // reports naming an identifier out of range; rare
+	invalid     atomic.Uint64 // reports naming an identifier out of range; rare
 	// probes[id] is the claim on probing half-open identifier id, shared
 	// by every snapshot: see Snapshot.Claim. The actor writes it when id
 	// is ejected again (the new ejection's end, so that a claimer reading
