@@ -521,19 +521,23 @@ func (s *Sharer) load(ctx context.Context) error {
 			}
 			for i := range keys {
 				v, err := gets[i].Bytes()
-				left := ttls[i].Val()
-				if err != nil || left <= 0 {
-					continue // expired between SCAN and GET, or not ours
+				if err != nil {
+					continue // expired between SCAN and GET
 				}
 				f, err := decodeStored(v)
 				if err != nil {
 					s.refused(err, "stored fact", keys[i])
 					continue
 				}
-				f.D = int64(left)
-				if f.D > int64(maxRemaining) {
+				// A key without a TTL (-1) is a fact that never ends:
+				// absurd, like one longer than a day.
+				f.D = int64(ttls[i].Val())
+				if left := ttls[i].Val(); left == -1 || left > maxRemaining {
 					s.n.absurd.Add(1)
 					continue
+				}
+				if f.D <= 0 {
+					continue // expired between GET and PTTL
 				}
 				s.apply(f, true)
 			}

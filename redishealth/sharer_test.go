@@ -42,6 +42,7 @@ func TestFactsPropagate(t *testing.T) {
 	if st := b.a.Snapshot().Lookup(tClaude, nowNs()); !st.Ejected {
 		t.Fatalf("B's snapshot of claude: %+v", st)
 	}
+	waitFor(t, "A to count its facts sent", func() bool { return a.s.Stats().FactsSent == 2 })
 	sa, sb := a.s.Stats(), b.s.Stats()
 	if sa.FactsSent != 2 || sb.FactsReceived != 2 || sa.FactsReceived != 0 {
 		t.Errorf("A sent %d received %d, B received %d; want 2, 0, 2", sa.FactsSent, sa.FactsReceived, sb.FactsReceived)
@@ -118,6 +119,12 @@ engine:
 	}
 	a.a.ReportLatency(tGPT4o, now, 1, time.Minute, 20*time.Second) // B has no on_high_latency
 	a.a.ReportRetryAfter(tGPT4o, now+30*sec)                       // B has gpt-4o, as its target 1
+	// The facts may come in any order (the actor applies reports per
+	// core): wait for all four to be handled.
+	waitFor(t, "B to handle four facts", func() bool {
+		st := b.s.Stats()
+		return st.Unknown+st.FactsReceived == 4
+	})
 	f := b.next(t)
 	if f.Name != "openai/gpt-4o" || f.Kind != health.RetryAfter {
 		t.Fatalf("imported %+v", f)
