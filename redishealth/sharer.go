@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -351,24 +352,19 @@ func (s *Sharer) publish(batch []wireFact) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	send := func(p redis.Pipeliner) error {
 		for _, f := range batch {
 			s.store(ctx, p, f)
 		}
 		p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), batch))
 		return nil
-	})
+	}
+	_, err := s.rdb.Pipelined(ctx, send)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// A Redis that restarted forgot the script: load it and try once
-		// more.
+		// A Redis that restarted forgot the script before this replica
+		// noticed: load it and try once more.
 		if err = storeScript.Load(ctx, s.rdb).Err(); err == nil {
-			_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for _, f := range batch {
-					s.store(ctx, p, f)
-				}
-				p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), batch))
-				return nil
-			})
+			_, err = s.rdb.Pipelined(ctx, send)
 		}
 	}
 	if err != nil {
@@ -482,13 +478,22 @@ func (s *Sharer) resync() error {
 		return err
 	}
 	now := s.clock.Now().UnixNano()
-	if len(blocks) > 0 {
+	var live []wireFact
+	for _, b := range blocks {
+		f := health.Fact{Name: b.Name, Provider: b.ID >= s.c.NumTargets(), Kind: b.Kind, Until: b.Until, Ejections: 1}
+		if w, ok := toWire(f, now); ok {
+			live = append(live, w)
+		}
+	}
+	// Stored first, then published: a replica that subscribes later loads
+	// them, one already subscribed receives them.
+	if len(live) > 0 {
 		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, b := range blocks {
-				f := health.Fact{Name: b.Name, Provider: b.ID >= s.c.NumTargets(), Kind: b.Kind, Until: b.Until, Ejections: 1}
-				if w, ok := toWire(f, now); ok {
-					s.store(ctx, p, w)
-				}
+			for _, w := range live {
+				s.store(ctx, p, w)
+			}
+			for batch := range slices.Chunk(live, maxBatch) {
+				p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), batch))
 			}
 			return nil
 		}); err != nil {
