@@ -579,6 +579,7 @@ func toGeneric(t testing.TB, ex example) any {
 func TestSchemaValidatesExamples(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-openai-test")
 	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+	t.Setenv("REDIS_PASSWORD", "redis-test") // docs/shared-health.md's example
 	d := loadSchema(t)
 	exs := repoExamples(t)
 	patterns := 0
