@@ -189,26 +189,23 @@ func (a *Actor) applyImports(im imported) {
 // must change.
 func (a *Actor) applyImport(im imported, track bool) bool {
 	s, id, f := a.state, int(im.id), im.f
+	prev := s.ej[id].until
+	if f.Kind != Ejected {
+		prev = s.deadline(f.Kind, id)
+	}
+	if !s.Import(id, f) {
+		return false
+	}
 	switch {
-	case f.Kind == RetryAfter || f.Kind == Latency:
-		prev := s.deadline(f.Kind, id)
-		if !s.extend(f.Kind, id, f.Until) {
-			return false
-		}
+	case f.Kind != Ejected:
 		if track {
 			a.changes = append(a.changes, change{id: id, kind: f.Kind, prev: prev, until: f.Until, imported: true})
 		}
 		return true
 	case f.Hold:
-		if !s.holdEjection(id, f.Until) {
-			return false
-		}
 		a.probes[id].Store(f.Until)
 		return true
 	case f.Recovered:
-		if !s.importRecovery(id) {
-			return false
-		}
 		a.probes[id].Store(0)
 		a.markSuspect(id)
 		if track {
@@ -216,16 +213,48 @@ func (a *Actor) applyImport(im imported, track bool) bool {
 		}
 		return true
 	}
-	prev := s.ej[id].until
-	if !s.importEjection(id, f.Until, f.Ejections) {
-		return false
-	}
 	a.probes[id].Store(f.Until)
 	a.markSuspect(id)
 	if track {
 		a.changes = append(a.changes, change{id: id, kind: Ejected, prev: prev, until: f.Until, n: int(s.ej[id].ejections), imported: true})
 	}
 	return true
+}
+
+// Import applies a fact of another replica to identifier id (the fact's
+// Name is not read), with the max-expiration merge of the State's own
+// facts, and reports whether anything changed: a Retry-After or latency
+// block that ends later than the one recorded replaces it; an ejection
+// that ends later ejects (the number of consecutive ejections becomes the
+// larger of the two; an identifier without passive health is left alone);
+// a hold extends an ejection id already has without counting one; a
+// recovery ends id's ejection. It is what Actor.Import does on the
+// actor's goroutine, for a single-goroutine owner (the simulator). An
+// out-of-range id or an unknown kind changes nothing.
+func (s *State) Import(id int, f Fact) bool {
+	if uint(id) >= uint(len(s.names)) {
+		return false
+	}
+	switch {
+	case f.Kind == RetryAfter || f.Kind == Latency:
+		return f.Until > 0 && s.extend(f.Kind, id, f.Until)
+	case f.Kind != Ejected:
+		return false
+	case f.Hold:
+		return s.holdEjection(id, f.Until)
+	case f.Recovered:
+		return s.importRecovery(id)
+	}
+	return f.Until > 0 && s.importEjection(id, f.Until, f.Ejections)
+}
+
+// Deadline returns the recorded end of the block of kind k (RetryAfter or
+// Latency) on identifier id, 0 when none or out of range.
+func (s *State) Deadline(k Kind, id int) int64 {
+	if k >= numKinds || uint(id) >= uint(len(s.names)) {
+		return 0
+	}
+	return s.until[k][id]
 }
 
 // export sends the fact of a local transition to the sink without waiting.
