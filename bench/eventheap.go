@@ -19,6 +19,7 @@ const (
 	evCut                     // the request's deadline cuts the attempt in flight
 	evStreamEnd               // a delivered stream ends
 	evStreamCut               // the request's deadline cuts a delivered stream
+	evShare                   // a fact of one replica reaches the others
 )
 
 // eventHeap is a binary min-heap of events by (at, seq). It is written out
