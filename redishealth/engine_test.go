@@ -3,6 +3,7 @@ package redishealth
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,4 +162,38 @@ func TestProbeLockOneProbeForTheFleet(t *testing.T) {
 	if sa.LocksWon+sb.LocksWon != 1 || sa.LocksLost+sb.LocksLost != 1 {
 		t.Errorf("locks won %d+%d, lost %d+%d; want one of each", sa.LocksWon, sb.LocksWon, sa.LocksLost, sb.LocksLost)
 	}
+}
+
+// A Redis that stops answering without closing its connections (the
+// process paused): requests are answered all along, a fact made meanwhile
+// is applied locally at once, the replica notices the silence and
+// disconnects, and when Redis answers again it reconnects and the fact
+// reaches the other replica.
+func TestRedisStopsAnswering(t *testing.T) {
+	srv := redistest.Start(t)
+	doc := strings.Replace(baseConfig, "timeout: 500ms", "timeout: 100ms", 1)
+	a, b := newGateway(t, srv, doc), newGateway(t, srv, doc)
+	waitFor(t, "both to connect", func() bool { return a.connected() && b.connected() })
+	ctx := testCtx(t)
+
+	srv.Pause()
+	defer srv.Resume() // before Stop, in case the test fails
+	a.e.Actor().ReportRetryAfter(tGPT4o, nowNs()+60*sec)
+	for range 200 {
+		if _, err := a.e.Do(ctx, "openai/gpt-4o-mini", ok200); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := a.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()); !st.Blocked(nowNs()) {
+		t.Fatal("a local fact waited for Redis")
+	}
+	waitFor(t, "A to notice the silence", func() bool { return !a.connected() })
+	if st := a.s.Stats(); st.SendErrors+st.Unsent == 0 {
+		t.Errorf("the fact made while Redis was silent was neither a send error nor unsent: %+v", st)
+	}
+	srv.Resume()
+	waitFor(t, "both to reconnect", func() bool { return a.connected() && b.connected() })
+	waitFor(t, "B to learn A's fact", func() bool {
+		return b.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()).Blocked(nowNs())
+	})
 }
