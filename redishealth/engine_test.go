@@ -184,6 +184,9 @@ func TestRedisStopsAnswering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := a.e.Actor().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if st := a.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()); !st.Blocked(nowNs()) {
 		t.Fatal("a local fact waited for Redis")
 	}

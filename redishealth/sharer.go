@@ -52,7 +52,8 @@ type Sharer struct {
 	facts chan health.Fact // the actor's fact sink
 	actor *health.Actor    // set by Start
 
-	connected atomic.Bool
+	connected atomic.Bool // subscribed, and the live facts loaded
+	sending   atomic.Bool // subscribed: publish (set before the loading, so no fact falls between)
 	n         counters
 	delays    delays
 	probes    prober
@@ -346,7 +347,7 @@ func (s *Sharer) publish(batch []wireFact) {
 	if len(batch) == 0 {
 		return
 	}
-	if !s.connected.Load() {
+	if !s.sending.Load() {
 		s.n.unsent.Add(uint64(len(batch)))
 		return
 	}
@@ -421,9 +422,13 @@ func (s *Sharer) session() (up bool, err error) {
 	// subscription is what ends it at Close.
 	defer context.AfterFunc(s.ctx, func() { _ = ps.Close() })()
 	defer s.connected.Store(false)
+	defer s.sending.Store(false)
 	if _, err := ps.ReceiveTimeout(s.ctx, s.timeout); err != nil {
 		return false, err
 	}
+	// Facts made from now on are published; the ones live before are
+	// written back by resync, which reads them after this point.
+	s.sending.Store(true)
 	if err := s.resync(); err != nil {
 		return false, err
 	}
