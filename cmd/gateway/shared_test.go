@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -103,5 +104,37 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond) // the poll interval of a condition wait
+	}
+}
+
+// A gateway whose Redis is unreachable starts and serves on its own
+// state, and says so.
+func TestSharedHealthRedisDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	fallback := upstream(t, answer("claude-3-5-sonnet"))
+	primary := upstream(t, answer("gpt-4o"))
+	url, stop, logs := gateway(t, sharedConfig(primary.URL, fallback.URL, addr))
+	defer stop()
+	for range 20 {
+		resp, _ := post(t, url, `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`)
+		if resp.StatusCode != 200 || resp.Header.Get("X-Reroute-Target") != "openai/gpt-4o" {
+			t.Fatalf("status %d via %q", resp.StatusCode, resp.Header.Get("X-Reroute-Target"))
+		}
+	}
+	waitUntil(t, "a failed connection attempt", func() bool {
+		_, body := get(t, url+pathShared)
+		var s sharedJSON
+		return json.Unmarshal([]byte(body), &s) == nil && !s.Connected && s.ConnectErrors > 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "cannot connect to Redis; serving on local state") {
+		t.Errorf("no warning about the connection:\n%s", logs)
 	}
 }
