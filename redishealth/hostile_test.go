@@ -30,9 +30,13 @@ func TestHostileMessagesDroppedAndCounted(t *testing.T) {
 	if err := raw.Set(ctx, "reroute:fact:retry_after:t:anthropic/claude-3-5-sonnet", `{"n":"anthropic/claude-3-5-sonnet","k":"retry_after"}`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A key of another type under the prefix.
+	if err := raw.HSet(ctx, "reroute:fact:latency:t:anthropic/claude-3-5-sonnet", "n", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
 	b := newReplica(t, srv, baseConfig)
 	b.waitConnected(t)
-	if st := b.s.Stats(); st.Malformed != 3 || st.Oversized != 1 || st.Absurd != 1 || st.FactsLoaded != 0 {
+	if st := b.s.Stats(); st.Malformed != 4 || st.Oversized != 1 || st.Absurd != 1 || st.FactsLoaded != 0 {
 		t.Fatalf("after loading hostile values: %+v", st)
 	}
 
@@ -77,8 +81,8 @@ func TestHostileMessagesDroppedAndCounted(t *testing.T) {
 		t.Fatalf("applied %+v", f)
 	}
 	st := b.s.Stats()
-	if st.Oversized != 1+1 || st.Malformed != 3+15 || st.Absurd != 1+2 || st.Unknown != 2 || st.FactsReceived != 1 {
-		t.Fatalf("oversized %d (want 2), malformed %d (want 18), absurd %d (want 3), unknown %d (want 2), received %d (want 1)",
+	if st.Oversized != 1+1 || st.Malformed != 4+15 || st.Absurd != 1+2 || st.Unknown != 2 || st.FactsReceived != 1 {
+		t.Fatalf("oversized %d (want 2), malformed %d (want 19), absurd %d (want 3), unknown %d (want 2), received %d (want 1)",
 			st.Oversized, st.Malformed, st.Absurd, st.Unknown, st.FactsReceived)
 	}
 	if st := b.a.Snapshot().Lookup(tGPT4o, nowNs()); st.Blocked(nowNs()) {

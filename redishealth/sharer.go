@@ -521,18 +521,26 @@ func (s *Sharer) load(ctx context.Context) error {
 		if len(keys) > 0 {
 			gets := make([]*redis.StringCmd, len(keys))
 			ttls := make([]*redis.DurationCmd, len(keys))
+			// A command's own error (a key that expired: nil; a key of
+			// another type under the prefix: WRONGTYPE) concerns that key
+			// only; any other error is the connection's.
+			var reply redis.Error
 			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for i, k := range keys {
 					gets[i], ttls[i] = p.Get(ctx, k), p.PTTL(ctx, k)
 				}
 				return nil
-			}); err != nil && !errors.Is(err, redis.Nil) {
+			}); err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply) {
 				return err
 			}
 			for i := range keys {
 				v, err := gets[i].Bytes()
-				if err != nil {
+				if errors.Is(err, redis.Nil) {
 					continue // expired between SCAN and GET
+				}
+				if err != nil {
+					s.refused(fmt.Errorf("%w: %v", errMalformed, err), "stored fact", keys[i])
+					continue
 				}
 				f, err := decodeStored(v)
 				if err != nil {
