@@ -20,6 +20,7 @@ const (
 	evStreamEnd               // a delivered stream ends
 	evStreamCut               // the request's deadline cuts a delivered stream
 	evHedge                   // the hedge delay of an attempt has passed
+	evShare                   // a fact of one replica reaches the others
 )
 
 // eventHeap is a binary min-heap of events by (at, seq). It is written out

@@ -45,6 +45,12 @@ type Result struct {
 	// keeps none).
 	Blocks []BlockJSON `json:"blocks"`
 
+	// Replicas is the number of engines of a reroute run with more than
+	// one (Options.Replicas), 0 otherwise; ShareDelayMs their sharing
+	// delay, nil when they did not share.
+	Replicas     int      `json:"replicas,omitempty"`
+	ShareDelayMs *float64 `json:"share_delay_ms,omitempty"`
+
 	Wall      Wall      `json:"wall"`
 	Baselines []*Result `json:"baselines,omitempty"` // in the order they were asked for
 

@@ -26,6 +26,9 @@ func Run(ctx context.Context, sc *Scenario, mode string, baselines []string, o O
 			return nil, err
 		}
 	}
+	if o.Replicas > 1 && mode == ModeHTTP {
+		return nil, fmt.Errorf("loadgen: several replicas run in sim mode only")
+	}
 	var run func(baseline string) (*Result, error)
 	switch mode {
 	case ModeSim, "":
@@ -38,6 +41,17 @@ func Run(ctx context.Context, sc *Scenario, mode string, baselines []string, o O
 	res, err := run(BaselineNone)
 	if err != nil {
 		return nil, err
+	}
+	if o.Replicas > 1 && o.Share {
+		// The same replicas without sharing, beside: the difference
+		// sharing makes on the same scenario and seed.
+		alone := o
+		alone.Share = false
+		ar, err := Simulate(sc, alone, BaselineNone)
+		if err != nil {
+			return nil, err
+		}
+		res.Baselines = append(res.Baselines, ar)
 	}
 	for _, b := range baselines {
 		br, err := run(b)

@@ -31,6 +31,17 @@ type Options struct {
 	// every ProgressEvery of wall time (default 1 s), and once at the end.
 	Progress      func(Progress)
 	ProgressEvery time.Duration
+	// Replicas runs the engine as that many replicas (sim mode only),
+	// each with its own health state; requests arrive at them in turn.
+	// 0 and 1 mean one. Share makes their facts reach each other
+	// ShareDelay after they are made (see replicas.go); without it each
+	// learns on its own.
+	Replicas   int
+	Share      bool
+	ShareDelay time.Duration
+	// ProbeLockTTL, with Share, models the fleet's probe lock with that
+	// TTL (see replicas.go); 0 lets every replica probe on its own.
+	ProbeLockTTL time.Duration
 }
 
 // Progress is the state of a run in progress.
@@ -102,6 +113,7 @@ type request struct {
 	n        int           // a baseline's attempts on its current target
 	hop      int           // a baseline's current position in sim.chain
 	res      engine.Result // a delivered stream, until it ends
+	rep      int           // the replica serving it
 }
 
 // lane is one attempt in flight of a simulated request: a request has one,
@@ -141,6 +153,13 @@ type sim struct {
 	free      []int32
 	rec       *recorder
 	nextBlock int64
+
+	reps       []replica // the engines; reps[0] is e and state
+	nextRep    int       // the replica the next arrival goes to
+	shareDelay time.Duration
+	shares     []shareEvent // facts in flight between replicas, oldest first
+	lockTTL    time.Duration
+	locks      map[int]probeLock // identifier → the holder of its latest ejection's probe lock
 }
 
 // Simulate runs sc in virtual time and returns what it measured. With
@@ -158,40 +177,57 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 	}
 	seed := o.seed(sc)
 	c := cfg.Compiled()
-	st := health.NewState(c)
 	clk := &virtualClock{Clock: clock.New(), now: epoch}
-	opts := []engine.Option{engine.WithHealth(newSimHealth(engine.SyncHealth(st), c)), engine.WithSeed(seed), engine.WithClock(clk)}
-	if baseline == BaselineNoHedge {
-		opts = append(opts, engine.WithoutHedging())
+	s := &sim{shareDelay: o.ShareDelay}
+	if o.Share {
+		s.lockTTL, s.locks = o.ProbeLockTTL, map[int]probeLock{}
 	}
-	e, err := engine.New(cfg, opts...)
-	if err != nil {
-		return nil, err
+	for i := range max(o.Replicas, 1) {
+		st := health.NewState(c)
+		h := engine.SyncHealth(st)
+		if o.Share && o.Replicas > 1 {
+			h = &sharingHealth{Health: h, s: s, rep: i, st: st}
+		}
+		// Each replica its own random stream, as separate processes.
+		opts := []engine.Option{engine.WithHealth(newSimHealth(h, c)), engine.WithSeed(seed + uint64(i)), engine.WithClock(clk)}
+		if baseline == BaselineNoHedge {
+			opts = append(opts, engine.WithoutHedging())
+		}
+		e, err := engine.New(cfg, opts...)
+		if err != nil {
+			return nil, err
+		}
+		defer e.Close()
+		s.reps = append(s.reps, replica{e: e, st: st})
 	}
-	defer e.Close()
+	e, st := s.reps[0].e, s.reps[0].st
 	primary, ok := e.Compiled().Lookup(sc.Workload.Model)
 	if !ok {
 		return nil, fmt.Errorf("loadgen: workload.model %q is not configured", sc.Workload.Model)
 	}
 	n := o.requests(sc)
-	s := &sim{
-		sc:       sc,
-		e:        e,
-		state:    st,
-		clk:      clk,
-		arrive:   rand.New(rand.NewPCG(seed, 0x6172726976616c73)), // "arrivals"
-		draw:     rand.New(rand.NewPCG(seed, 0x7570737472656d73)), // "upstrems"
-		naive:    naiveBaseline(baseline),
-		chain:    baselineChain(c, primary, baseline),
-		up:       sc.Upstreams,
-		timeout:  make([]time.Duration, c.NumTargets()),
-		busy:     make([]int, c.NumTargets()),
-		stream:   sc.Workload.Stream,
-		total:    int64(n),
-		closed:   sc.Workload.Concurrency > 0,
-		rate:     sc.Workload.Rate,
-		deadline: sc.Workload.Timeout,
-		rec:      newRecorder(sc.Targets, bucketWidth(sc.Estimate(n))),
+	*s = sim{
+		reps:       s.reps,
+		shareDelay: s.shareDelay,
+		lockTTL:    s.lockTTL,
+		locks:      s.locks,
+		sc:         sc,
+		e:          e,
+		state:      st,
+		clk:        clk,
+		arrive:     rand.New(rand.NewPCG(seed, 0x6172726976616c73)), // "arrivals"
+		draw:       rand.New(rand.NewPCG(seed, 0x7570737472656d73)), // "upstrems"
+		naive:      naiveBaseline(baseline),
+		chain:      baselineChain(c, primary, baseline),
+		up:         sc.Upstreams,
+		timeout:    make([]time.Duration, c.NumTargets()),
+		busy:       make([]int, c.NumTargets()),
+		stream:     sc.Workload.Stream,
+		total:      int64(n),
+		closed:     sc.Workload.Concurrency > 0,
+		rate:       sc.Workload.Rate,
+		deadline:   sc.Workload.Timeout,
+		rec:        newRecorder(sc.Targets, bucketWidth(sc.Estimate(n))),
 	}
 	for t := range s.timeout {
 		s.timeout[t] = e.AttemptTimeout(t)
@@ -208,7 +244,15 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 	pol := policyName(baseline)
 	t0 := time.Now()
 	s.run(o, pol, t0)
-	return s.rec.result(sc, "sim", pol, seed, time.Since(t0)), nil
+	res := s.rec.result(sc, "sim", pol, seed, time.Since(t0))
+	if !s.naive && len(s.reps) > 1 {
+		res.Replicas = len(s.reps)
+		if o.Share {
+			d := ms(int64(o.ShareDelay))
+			res.ShareDelayMs = &d
+		}
+	}
+	return res, nil
 }
 
 // bucketWidth is the report's first bucket width: about 200 buckets over
@@ -273,6 +317,8 @@ func (s *sim) run(o Options, pol string, t0 time.Time) {
 			r := s.slots[ev.slot]
 			r.res.End(r.total, nil)
 			s.finish(ev.slot, now, r.target, "")
+		case evShare:
+			s.deliverShare()
 		}
 		if o.Progress != nil && i&8191 == 0 {
 			if t := time.Now(); t.Sub(last) >= every {
@@ -325,8 +371,10 @@ func (s *sim) arrival(now int64) {
 		s.attempt(i, now)
 		return
 	}
+	r.rep = s.nextRep
+	s.nextRep = (s.nextRep + 1) % len(s.reps)
 	r.m.SetNow(now)
-	if err := s.e.Begin(&r.m, s.sc.Workload.Model); err != nil {
+	if err := s.reps[r.rep].e.Begin(&r.m, s.sc.Workload.Model); err != nil {
 		panic(err) // the model was validated with the scenario
 	}
 	r.m.SetDeadline(r.deadline)

@@ -28,7 +28,7 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	t := &table{}
 	head := []string{""}
 	for _, x := range runs {
-		head = append(head, x.Policy, "")
+		head = append(head, x.label(), "")
 	}
 	t.row(head...)
 	t.rowf(runs, "succeeded", func(x *Result) (string, string) {

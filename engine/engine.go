@@ -152,7 +152,7 @@ func New(cfg *policy.Config, opts ...Option) (*Engine, error) {
 				f(name, k, d)
 			}))
 		}
-		e.actor = health.New(c, hopts...)
+		e.actor = health.New(c, append(hopts, o.healthOpts...)...)
 		e.health = actorHealth{e.actor}
 		e.env.actor = e.actor
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/benbjohnson/clock"
 
+	"github.com/reroute-go/reroute/health"
 	"github.com/reroute-go/reroute/policy"
 )
 
@@ -39,8 +40,8 @@ func failPrimary(_ context.Context, a Attempt) policy.Outcome {
 
 // BenchmarkDoSuccess: the first attempt succeeds; the call does nothing.
 func BenchmarkDoSuccess(b *testing.B) {
-	run := func(b *testing.B, cfg string) {
-		e := mustEngine(b, cfg)
+	run := func(b *testing.B, cfg string, opts ...Option) {
+		e := mustEngine(b, cfg, opts...)
 		ctx := context.Background()
 		b.Run("single", func(b *testing.B) {
 			b.ReportAllocs()
@@ -64,6 +65,11 @@ func BenchmarkDoSuccess(b *testing.B) {
 	}
 	b.Run("no-timeout", func(b *testing.B) { run(b, benchConfig) })
 	b.Run("attempt-timeout", func(b *testing.B) { run(b, benchConfig+"engine: {timeouts: {attempt: 30s}}\n") })
+	// With the fact sink a sharing host attaches (redishealth): a success
+	// creates no fact, so it must cost the same.
+	b.Run("fact-sink", func(b *testing.B) {
+		run(b, benchConfig, WithHealthOptions(health.WithFactSink(make(chan health.Fact, 1024))))
+	})
 }
 
 // BenchmarkDoFailover: the primary answers 503, the fallback 200, no waits.

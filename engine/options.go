@@ -25,6 +25,9 @@ type options struct {
 	health Health
 	// noHedge turns hedging off (WithoutHedging)
 	noHedge bool
+	// healthOpts are the host's options of the health actor
+	// (WithHealthOptions), laid after the engine's own.
+	healthOpts []health.Option
 }
 
 // WithLogger sets the logger. The default is zap.NewNop(). Request-path
@@ -94,6 +97,16 @@ func WithHealth(h Health) Option {
 // once without editing the configuration.
 func WithoutHedging() Option {
 	return func(o *options) { o.noHedge = true }
+}
+
+// WithHealthOptions passes options to the health actor the engine starts,
+// after the engine's own (clock, logger, hooks): a host attaches, for
+// example, a fact sink (health.WithFactSink) to share health facts with
+// other replicas. Options that replace the engine's own (WithClock,
+// WithLogger, the hooks) take precedence over them; prefer the engine's
+// options for those. Ignored under WithHealth. Repeated calls add up.
+func WithHealthOptions(opts ...health.Option) Option {
+	return func(o *options) { o.healthOpts = append(o.healthOpts, opts...) }
 }
 
 // Hooks are optional callbacks for metrics. A nil field is skipped.

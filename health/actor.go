@@ -46,9 +46,13 @@ type Actor struct {
 	pend    *pending // where reports go when their stripe is full
 	numIDs  int
 	queryc  chan actor.Request[query, []Block]
+	importc chan imported // facts of other replicas (Import)
 	life    actor.Lifecycle
 	invalid atomic.Uint64 // reports naming an identifier out of range; rare
 	ttfb    *ttfbFeed     // times to first token (ttfb.go); nil when no hedge needs them
+	// c and providerIDs resolve the names of imported facts.
+	c           *policy.Compiled
+	providerIDs map[string]int
 	// probes[id] is the claim on probing half-open identifier id, shared
 	// by every snapshot: see Snapshot.Claim. The actor writes it when id
 	// is ejected again (the new ejection's end, so that a claimer reading
@@ -93,6 +97,10 @@ type Actor struct {
 	// published counts snapshots published after New; read by tests once
 	// the loop has stopped.
 	published uint64
+	// factc receives the facts created from local reports (WithFactSink);
+	// factDrops counts those it had no room for.
+	factc     chan<- Fact
+	factDrops atomic.Uint64
 }
 
 type settle struct {
@@ -117,6 +125,7 @@ type change struct {
 	until     int64
 	n         int
 	recovered bool
+	imported  bool // applied from another replica's fact: not exported again
 }
 
 // New makes the health actor for the identifiers of c and starts its
@@ -150,6 +159,9 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 		pend:      newPending(c.NumIDs(), nextPow2(n), latencyRules(c)),
 		numIDs:    c.NumIDs(),
 		queryc:    make(chan actor.Request[query, []Block]),
+		importc:   make(chan imported, importBuffer),
+		c:         c,
+		factc:     o.facts,
 		state:     NewState(c),
 		clock:     o.clock,
 		log:       o.log,
@@ -169,6 +181,10 @@ func newActor(c *policy.Compiled, opts ...Option) *Actor {
 	}
 	for k := range a.since {
 		a.since[k] = make([]int64, c.NumIDs())
+	}
+	a.providerIDs = make(map[string]int, len(c.Providers))
+	for j, p := range c.Providers {
+		a.providerIDs[p] = c.NumTargets() + j
 	}
 	a.publish()
 	a.published = 0
@@ -367,6 +383,9 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		case <-stop:
 			a.drain(true)
 			a.ttfbPublish()
+			if len(a.importc) > 0 {
+				a.applyImports(<-a.importc)
+			}
 			a.warnDropped(a.clock.Now().UnixNano())
 			return
 		case <-bell:
@@ -381,6 +400,8 @@ func (a *Actor) loop(stop <-chan struct{}) {
 		case <-tick.C:
 			a.ttfbPublish()
 			a.warnDropped(a.expire())
+		case im := <-a.importc:
+			a.applyImports(im)
 		case req := <-a.queryc:
 			a.drain(false)
 			a.ttfbPublish()
@@ -402,8 +423,7 @@ func (a *Actor) loop(stop <-chan struct{}) {
 func (a *Actor) drain(final bool) (n int) {
 	// Looked up once per drain, not cached at New: the host may change the
 	// level of its logger at run time.
-	core := a.log.Core()
-	track := a.onBlock != nil || a.onEject != nil || a.onRecover != nil || core.Enabled(zapcore.InfoLevel) || core.Enabled(zapcore.DebugLevel)
+	track := a.tracking()
 	changed := false
 	for i := range a.reports.s {
 		batch := a.reports.take(i, a.spare[i], final)
@@ -630,6 +650,9 @@ func (a *Actor) logChanges() {
 	}
 	now := a.clock.Now().UnixNano()
 	for _, c := range a.changes {
+		if a.factc != nil {
+			a.export(c, now)
+		}
 		if c.kind == Ejected {
 			a.logEjection(c, now)
 			continue

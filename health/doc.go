@@ -68,6 +68,16 @@
 // Blocks with apply_to: request are not this package's business: they live
 // and die with one request, in the engine.
 //
+// # Facts of other replicas
+//
+// A host that runs several replicas can share the process-wide facts
+// between them (package redishealth does it through Redis): WithFactSink
+// has the actor send every [Fact] its own reports create to a channel,
+// without waiting; [Actor.Import] hands it another replica's fact, which
+// the actor applies on its goroutine with the same max-expiration merge
+// ([State.Import] is the rule). Facts name targets and providers by id;
+// [MaxDuration] is what a configuration allows, to cap what is imported.
+//
 // docs/architecture.md, section "Health state", explains the design and
 // the measured costs behind it.
 package health

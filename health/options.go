@@ -42,6 +42,7 @@ type options struct {
 	interval  time.Duration
 	stripes   int // 0 = from GOMAXPROCS; set by tests and benchmarks only
 	rest      time.Duration
+	facts     chan<- Fact // WithFactSink
 }
 
 func defaults() options {

@@ -271,6 +271,9 @@ type EngineConfig struct {
 	// PassiveHealth is the ejection of targets that keep failing, for
 	// every target; Finalize fills every key. On by default.
 	PassiveHealth *PassiveHealth `yaml:"passive_health,omitempty"`
+	// SharedHealth shares the health facts with the other replicas of the
+	// gateway through Redis (see SharedHealth). Off when absent.
+	SharedHealth *SharedHealth `yaml:"shared_health,omitempty"`
 }
 
 // RetryBudget caps retries at Percent of recent requests plus MinPerSecond,

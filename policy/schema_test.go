@@ -579,6 +579,7 @@ func toGeneric(t testing.TB, ex example) any {
 func TestSchemaValidatesExamples(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-openai-test")
 	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+	t.Setenv("REDIS_PASSWORD", "redis-test") // docs/shared-health.md's example
 	d := loadSchema(t)
 	exs := repoExamples(t)
 	patterns := 0
@@ -658,6 +659,10 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		{"zero cooldown", "model_providers:\n  - model: a/b\n    passive_health: {cooldown: 0}\n", "model_providers[0].passive_health.cooldown: 0 is less than the minimum"},
 		{"max_cooldown over an hour", "model_providers:\n  - model: a/b\nengine:\n  passive_health: {max_cooldown: 3601}\n", "engine.passive_health.max_cooldown: 3601 is greater than the maximum"},
 		{"unknown passive_health scope", "model_providers:\n  - model: a/b\n    passive_health: {scope: region}\n", "model_providers[0].passive_health.scope: region is not one of"},
+		{"shared_health queue_size 0", "model_providers:\n  - model: a/b\nengine:\n  shared_health: {address: \"r:1\", queue_size: 0}\n", "engine.shared_health.queue_size: 0 is less than the minimum"},
+		{"shared_health glob in key_prefix", "model_providers:\n  - model: a/b\nengine:\n  shared_health: {address: \"r:1\", key_prefix: \"a*\"}\n", "engine.shared_health.key_prefix: \"a*\" does not match"},
+		{"shared_health timeout over a minute", "model_providers:\n  - model: a/b\nengine:\n  shared_health: {address: \"r:1\", timeout: 61}\n", "engine.shared_health.timeout: 61 is greater than the maximum"},
+		{"unknown shared_health key", "model_providers:\n  - model: a/b\nengine:\n  shared_health: {address: \"r:1\", tls: {verify: false}}\n", `engine.shared_health.tls: key "verify" is not allowed`},
 		{"unknown passive_health key", "model_providers:\n  - model: a/b\nengine:\n  passive_health: {threshold: 5}\n", `engine.passive_health: key "threshold" is not allowed`},
 	}
 	for _, tt := range tests {
@@ -683,6 +688,7 @@ func TestSchemaAgreesWithLoader(t *testing.T) {
 		withPolicy("on_status_codes:\n  - {codes: [429, \" 500 - 504 \", \"100-599\"], strategy: same_model, max_attempts: 0}"),
 		"model_providers:\n  - model: a/b\n    timeouts: {connect: 0, headers: \"0\", idle: 1h2m3.5s, attempt: 300ms}\nengine:\n  retry_budget: {percent: 12.5, min_per_second: 0, window: 10}\n",
 		"model_providers:\n  - model: a/b\n    passive_health: {enabled: false, cooldown: 1, max_cooldown: 1h}\nengine:\n  passive_health: {consecutive_failures: 1000, cooldown: 250ms, max_cooldown: 3600, scope: provider}\n",
+		"model_providers:\n  - model: a/b\nengine:\n  shared_health: {address: \"redis:6379\", username: gw, password: pw, db: 2, tls: {enabled: false}, key_prefix: \"gw:\", channel: \"gw:health\", replica_id: a1, timeout: 250ms, max_backoff: 2, probe_lock: true, probe_lock_ttl: 3s, queue_size: 64}\n",
 	} {
 		if _, _, err := Parse([]byte(src)); err != nil {
 			t.Errorf("loader: %v\n%s", err, src)

@@ -186,6 +186,7 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 	}
 	k.engine()
 	k.passiveHealth()
+	k.sharedHealth()
 	if len(k.errs) > 0 {
 		return k.warns, &Error{Problems: k.errs}
 	}

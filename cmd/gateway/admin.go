@@ -20,6 +20,7 @@ import (
 	"github.com/reroute-go/reroute/health"
 	"github.com/reroute-go/reroute/policy"
 	"github.com/reroute-go/reroute/prom"
+	"github.com/reroute-go/reroute/redishealth"
 )
 
 // The operational endpoints (docs/gateway.md#operational-endpoints).
@@ -43,8 +44,10 @@ type admin struct {
 	log     *zap.Logger
 	col     *prom.Collector
 	metrics http.Handler
-	eng     atomic.Pointer[engine.Engine]     // nil until attach: /readyz says 503
-	proxy   atomic.Pointer[httpproxy.Handler] // its continuation rejections are listed with the blocks; nil: none
+	reg     *prometheus.Registry
+	eng     atomic.Pointer[engine.Engine]      // nil until attach: /readyz says 503
+	proxy   atomic.Pointer[httpproxy.Handler]  // its continuation rejections are listed with the blocks; nil: none
+	shared  atomic.Pointer[redishealth.Sharer] // nil without engine.shared_health
 
 	srv    *http.Server // the admin listener's server; nil without -admin-addr
 	served chan error
@@ -56,6 +59,7 @@ type admin struct {
 func newAdmin(ctx context.Context, cfg *policy.Config, addr string, log *zap.Logger) *admin {
 	a := &admin{ctx: ctx, addr: addr, log: log, col: prom.New(cfg.Compiled())}
 	reg := prometheus.NewRegistry()
+	a.reg = reg
 	reg.MustRegister(a.col, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: zap.NewStdLog(log.Named("metrics")),
@@ -94,7 +98,7 @@ func (a *admin) handler(h http.Handler) http.Handler {
 
 func isAdminPath(p string) bool {
 	switch p {
-	case pathMetrics, pathHealthz, pathReadyz, pathBlocks:
+	case pathMetrics, pathHealthz, pathReadyz, pathBlocks, pathShared:
 		return true
 	}
 	return false
@@ -115,7 +119,7 @@ func (a *admin) listen(headerTimeout time.Duration) error {
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.srv.Serve(ln) }()
 	a.log.Info("admin endpoints listening", zap.String("admin_addr", ln.Addr().String()),
-		zap.Strings("paths", []string{pathMetrics, pathHealthz, pathReadyz, pathBlocks}))
+		zap.Strings("paths", []string{pathMetrics, pathHealthz, pathReadyz, pathBlocks, pathShared}))
 	return nil
 }
 
@@ -153,6 +157,8 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.readyz(w, r)
 	case pathBlocks:
 		a.blocks(w, r)
+	case pathShared:
+		a.sharedStats(w)
 	}
 }
 

@@ -161,7 +161,15 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	}
 	defer trc.shutdown(log) // last: after the engine has closed
 	adm := newAdmin(ctx, cfg, *adminAddr, log)
-	e, err := engine.New(cfg, engine.WithLogger(log), adm.hooks())
+	sharer, shareOpts, err := newSharer(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
+		return errConfig
+	}
+	if sharer != nil {
+		defer func() { _ = sharer.Close() }() // on the early returns below; idempotent
+	}
+	e, err := engine.New(cfg, append(shareOpts, engine.WithLogger(log), adm.hooks())...)
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: %s: %v\n", *config, err)
 		return errConfig
@@ -184,6 +192,15 @@ func run(ctx context.Context, now <-chan struct{}, args []string, stderr io.Writ
 	defer func() { _ = e.Close() }()
 	adm.attach(e)
 	adm.attachProxy(h)
+	if sharer != nil {
+		// Connects in the background: the gateway serves on its own
+		// health state until Redis answers. Closed before the engine.
+		_ = sharer.Start(e.Actor())
+		defer func() { _ = sharer.Close() }()
+		adm.attachShared(sharer)
+		log.Info("sharing health facts through Redis", zap.String("address", cfg.Engine.SharedHealth.Address),
+			zap.String("channel", cfg.Engine.SharedHealth.Channel), zap.String("replica_id", sharer.ReplicaID()))
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

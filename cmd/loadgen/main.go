@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/reroute-go/reroute/bench"
+	"github.com/reroute-go/reroute/policy"
 )
 
 func main() {
@@ -49,6 +50,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		seedFlag = fs.String("seed", "", "override the scenario's seed")
 		quiet    = fs.Bool("quiet", false, "no progress line on stderr")
 		list     = fs.Bool("list", false, "list the sample scenarios built in and exit")
+		replicas = fs.Int("replicas", 1, "run reroute as `N` replicas, each with its own health state, requests arriving at them in turn (sim mode)")
+		lockTTL  = fs.Duration("probe-lock-ttl", policy.DefaultSharedProbeLockTTL, "with -share-delay: model the fleet's probe lock with this TTL (one replica probes an ejected target); 0: every replica probes")
+		shareDly = fs.String("share-delay", "none", "with -replicas: replicas share health facts after this `delay` (\"5ms\", \"0s\"), and the same run without sharing is shown beside; none: they do not share")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: loadgen [flags] [scenario.yaml | sample-name]\n\n")
@@ -86,7 +90,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		fmt.Fprintf(stderr, "loadgen: -requests must be positive, not %d\n", *requests)
 		return 2
 	}
-	opts := bench.Options{Requests: *requests}
+	if *replicas < 1 || *replicas > 1024 {
+		fmt.Fprintf(stderr, "loadgen: -replicas must be between 1 and 1024, not %d\n", *replicas)
+		return 2
+	}
+	opts := bench.Options{Requests: *requests, Replicas: *replicas}
+	if *shareDly != "none" {
+		d, err := time.ParseDuration(*shareDly)
+		if err != nil || d < 0 {
+			fmt.Fprintf(stderr, "loadgen: -share-delay must be a duration such as 5ms, or none, not %q\n", *shareDly)
+			return 2
+		}
+		if *replicas < 2 {
+			fmt.Fprintf(stderr, "loadgen: -share-delay needs -replicas 2 or more\n")
+			return 2
+		}
+		opts.Share, opts.ShareDelay, opts.ProbeLockTTL = true, d, *lockTTL
+	}
+	if *lockTTL < 0 {
+		fmt.Fprintf(stderr, "loadgen: -probe-lock-ttl must not be negative, not %v\n", *lockTTL)
+		return 2
+	}
+	if *replicas > 1 && *mode != bench.ModeSim {
+		fmt.Fprintf(stderr, "loadgen: -replicas runs in sim mode only\n")
+		return 2
+	}
 	if *seedFlag != "" {
 		s, err := strconv.ParseUint(*seedFlag, 10, 64)
 		if err != nil {

@@ -178,3 +178,27 @@ func TestProgressLine(t *testing.T) {
 		t.Errorf("terminal progress %q", s)
 	}
 }
+
+// -replicas with -share-delay shows the shared replicas and the same
+// replicas alone side by side.
+func TestReplicasFlags(t *testing.T) {
+	code, out, errs := runCmd(t, "-quiet", "-requests", "1000", "-replicas", "8", "-share-delay", "5ms", "fast-outage")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(out, "reroute ×8 shared 5ms") || !strings.Contains(out, "reroute ×8 alone") {
+		t.Fatalf("summary:\n%s", out)
+	}
+	for _, args := range [][]string{
+		{"-replicas", "0"},
+		{"-share-delay", "5ms"}, // one replica
+		{"-replicas", "2", "-share-delay", "soon"},
+		{"-replicas", "2", "-share-delay", "-1s"},
+		{"-replicas", "2", "-mode", "http"},
+		{"-replicas", "2", "-share-delay", "1ms", "-probe-lock-ttl", "-1s"},
+	} {
+		if code, _, _ := runCmd(t, append([]string{"-quiet"}, args...)...); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -42,6 +42,12 @@ var rules = []struct {
 	// only in its tests, which trace requests through the real handler: a
 	// host that calls engine.Do itself links no HTTP adapter.
 	{"otelreroute", []string{"engine", "engine/httpproxy", "health", "policy"}},
+	// redishealth is the one package that imports go-redis
+	// (TestCoreWithoutRedis): it shares the health actor's facts between
+	// replicas, attached to the engine from outside. redistest, which
+	// starts a redis-server for tests, imports nothing of the module.
+	{"redishealth", []string{"engine", "health", "policy", "redishealth/redistest"}},
+	{"redishealth/redistest", nil},
 	{"bench", []string{"engine", "engine/httpproxy", "health", "policy", "internal/..."}},
 	{"bench/cmd/...", anything},
 	{"cmd/...", anything},
@@ -229,6 +235,43 @@ func TestCoreWithoutOpenTelemetry(t *testing.T) {
 	}
 	if !api {
 		t.Error("otelreroute does not depend on go.opentelemetry.io/otel/trace: is the list right?")
+	}
+}
+
+// TestCoreWithoutRedis: sharing health between replicas is the host's
+// choice, made by importing redishealth; no core package links go-redis.
+func TestCoreWithoutRedis(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH:", err)
+	}
+	args := []string{"list", "-deps", "-f", "{{.ImportPath}}"}
+	for _, p := range core {
+		args = append(args, module+"/"+p)
+	}
+	out, err := exec.Command(goTool, args...).Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	n := 0
+	for dep := range strings.Lines(string(out)) {
+		dep = strings.TrimSpace(dep)
+		n++
+		if strings.HasPrefix(dep, "github.com/redis/") || strings.HasPrefix(dep, module+"/redishealth") {
+			t.Errorf("a core package depends on %s", dep)
+		}
+	}
+	if n < len(core) {
+		t.Fatalf("go list -deps listed %d packages", n)
+	}
+	// And redishealth does link it: the check above looks for the right
+	// name.
+	out, err = exec.Command(goTool, "list", "-deps", "-f", "{{.ImportPath}}", module+"/redishealth").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	if !strings.Contains(string(out), "github.com/redis/go-redis/v9\n") {
+		t.Error("redishealth does not depend on github.com/redis/go-redis/v9: is the check right?")
 	}
 }
 
