@@ -126,6 +126,10 @@ type change struct {
 	n         int
 	recovered bool
 	imported  bool // applied from another replica's fact: not exported again
+	// strike and clear are a failure that counted toward a streak and a
+	// success that ended one (until: their time), recorded only for the
+	// fact sink: nothing is logged of them.
+	strike, clear bool
 }
 
 // New makes the health actor for the identifiers of c and starts its
@@ -597,6 +601,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 	e := &s.ej[id]
 	wasSuspect := e.suspect()
 	defer a.markSuspect(id)
+	streak := e.streak
 	if r.minTriggers == kindSuccess {
 		if s.Success(id, r.at) {
 			a.probes[id].Store(0)
@@ -605,11 +610,17 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 			}
 			return true
 		}
+		if a.factc != nil && streak > 0 && e.streak == 0 && e.ejections == 0 {
+			a.changes = append(a.changes, change{id: id, kind: Ejected, until: r.at, clear: true})
+		}
 		return wasSuspect
 	}
 	a.settled = append(a.settled, settle{int32(id), 1})
 	prev := e.until
 	ejected, until := s.Failure(id, r.at)
+	if !ejected && a.factc != nil && e.streak > streak {
+		a.changes = append(a.changes, change{id: id, kind: Ejected, until: r.at, strike: true})
+	}
 	if ejected {
 		// A claimer reading an older snapshot (where id was half-open)
 		// finds the claim taken until the new ejection ends.
@@ -652,6 +663,9 @@ func (a *Actor) logChanges() {
 	for _, c := range a.changes {
 		if a.factc != nil {
 			a.export(c, now)
+		}
+		if c.strike || c.clear {
+			continue
 		}
 		if c.kind == Ejected {
 			a.logEjection(c, now)

@@ -39,6 +39,21 @@ type Fact struct {
 	// actor already has until Until without counting a new one or telling
 	// hooks: another replica holds the probe of it (see redishealth).
 	Hold bool
+	// Strike (Kind Ejected) is a failure that counted toward the sender's
+	// failure streak without ejecting; Until is the failure's time, not an
+	// end. The replicas of a fleet count their failures of an identifier
+	// together: an imported strike counts toward the importer's streak as
+	// its own failures do (only while it is healthy, and not when older
+	// than a success it has applied), so that the fleet ejects after the
+	// threshold's worth of failures in a row among all of them, as one
+	// replica serving all the traffic would, instead of each replica
+	// needing its own. An ejection it completes is the importer's own and
+	// is exported.
+	Strike bool
+	// Clear (Kind Ejected) is a success at Until that ended the sender's
+	// failure streak: the importer's streak ends as with its own success
+	// (only while it is healthy; it never ends an ejection).
+	Clear bool
 }
 
 // Errors of Actor.Import.
@@ -95,7 +110,8 @@ func (a *Actor) Import(f Fact) error {
 	switch {
 	case !ok:
 		return ErrUnknownName
-	case f.Kind > Ejected, f.Kind != Ejected && (f.Recovered || f.Hold), !f.Recovered && f.Until <= 0:
+	case f.Kind > Ejected, f.Kind != Ejected && f.ejectionFlags() > 0, f.ejectionFlags() > 1,
+		!f.Recovered && f.Until <= 0:
 		return ErrBadFact
 	}
 	select {
@@ -109,6 +125,18 @@ func (a *Actor) Import(f Fact) error {
 	default:
 		return ErrImportFull
 	}
+}
+
+// ejectionFlags counts the flags of f that say what kind of ejection fact
+// it is: at most one may be set.
+func (f *Fact) ejectionFlags() int {
+	n := 0
+	for _, b := range [...]bool{f.Recovered, f.Hold, f.Strike, f.Clear} {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // ID returns the identifier of a target id, or with provider of a
@@ -197,6 +225,8 @@ func (a *Actor) applyImport(im imported, track bool) bool {
 		return false
 	}
 	switch {
+	case f.Strike || f.Clear:
+		return a.applyStreakFact(id, f, prev, track)
 	case f.Kind != Ejected:
 		if track {
 			a.changes = append(a.changes, change{id: id, kind: f.Kind, prev: prev, until: f.Until, imported: true})
@@ -244,6 +274,10 @@ func (s *State) Import(id int, f Fact) bool {
 		return s.holdEjection(id, f.Until)
 	case f.Recovered:
 		return s.importRecovery(id)
+	case f.Strike:
+		return f.Until > 0 && s.importStrike(id, f.Until)
+	case f.Clear:
+		return f.Until > 0 && s.importClear(id, f.Until)
 	}
 	return f.Until > 0 && s.importEjection(id, f.Until, f.Ejections)
 }
@@ -259,10 +293,11 @@ func (s *State) Deadline(k Kind, id int) int64 {
 
 // export sends the fact of a local transition to the sink without waiting.
 func (a *Actor) export(c change, now int64) {
-	if c.imported || (!c.recovered && c.until <= now) {
+	if c.imported || (!c.recovered && !c.strike && !c.clear && c.until <= now) {
 		return
 	}
-	f := Fact{Name: a.state.names[c.id], Provider: c.id >= a.state.nt, Kind: c.kind, Until: c.until, Ejections: c.n, Recovered: c.recovered}
+	f := Fact{Name: a.state.names[c.id], Provider: c.id >= a.state.nt, Kind: c.kind, Until: c.until, Ejections: c.n,
+		Recovered: c.recovered, Strike: c.strike, Clear: c.clear}
 	if c.recovered {
 		f.Until = 0
 	}
@@ -275,14 +310,25 @@ func (a *Actor) export(c change, now int64) {
 
 // importEjection ejects id until the given time, as another replica did:
 // max-expiration on the ejection's end; the number of consecutive
-// ejections becomes the larger of the two. It reports whether anything
-// changed. An identifier without passive health here is left alone.
+// ejections becomes the larger of the two, also when the end is not later
+// (so that every replica that has the ejection agrees on its number, which
+// names its probe lock, and doubles the same cooldown after a failed
+// probe). It reports whether anything changed. An identifier without
+// passive health here is left alone.
 func (s *State) importEjection(id int, until int64, n int) bool {
 	e := &s.ej[id]
-	if e.rule == nil || (e.ejections > 0 && until <= e.until) {
+	n32 := int32(min(max(n, 1), 1<<16))
+	if e.rule == nil {
 		return false
 	}
-	e.ejections = max(e.ejections, int32(min(max(n, 1), 1<<16)))
+	if e.ejections > 0 && until <= e.until {
+		if n32 <= e.ejections {
+			return false
+		}
+		e.ejections = n32
+		return true
+	}
+	e.ejections = max(e.ejections, n32)
 	e.until, e.claim, e.streak = until, 0, 0
 	return true
 }

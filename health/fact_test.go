@@ -37,13 +37,18 @@ func TestActorExportsLocalFactsOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := recv(sink)
-		if len(got) != 2 {
-			t.Fatalf("exported %+v, want a retry-after and an ejection", got)
+		if len(got) != 4 {
+			t.Fatalf("exported %+v, want a retry-after, two strikes and an ejection", got)
 		}
 		if f := got[0]; f.Name != "openai/gpt-4o-mini" || f.Provider || f.Kind != RetryAfter || f.Until != now+30*sec {
 			t.Errorf("retry-after fact %+v", f)
 		}
-		if f := got[1]; f.Name != "openai/gpt-4o" || f.Kind != Ejected || f.Ejections != 1 || f.Until <= now {
+		for _, f := range got[1:3] {
+			if f.Name != "openai/gpt-4o" || f.Kind != Ejected || !f.Strike || f.Until != now {
+				t.Errorf("strike fact %+v", f)
+			}
+		}
+		if f := got[3]; f.Name != "openai/gpt-4o" || f.Kind != Ejected || f.Ejections != 1 || f.Until <= now || f.Strike {
 			t.Errorf("ejection fact %+v", f)
 		}
 

@@ -260,7 +260,7 @@ func (m *refModel) live(now int64) []Block {
 	}
 	for id, e := range m.ej {
 		if n := len(e.ejected); n > 0 && e.ejected[n-1] > now {
-			out = append(out, Block{ID: id, Name: m.names[id], Kind: Ejected, Until: e.ejected[n-1]})
+			out = append(out, Block{ID: id, Name: m.names[id], Kind: Ejected, Until: e.ejected[n-1], Ejections: n})
 		}
 	}
 	sortBlocks(out)

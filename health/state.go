@@ -55,6 +55,9 @@ type Block struct {
 	Name  string // target id ("openai/gpt-4o") or provider name ("openai")
 	Kind  Kind
 	Until int64 // unix nanoseconds at which the block stops applying
+	// Ejections (Kind Ejected) is the ejection's number among consecutive
+	// ejections: 1 for the first, more after failed probes.
+	Ejections int
 }
 
 // State is the pure core of the health state: every Retry-After and
@@ -366,7 +369,7 @@ func (s *State) Blocks(now int64) []Block {
 	}
 	for id := range s.ej {
 		if e := &s.ej[id]; e.ejections > 0 && e.until > now {
-			out = append(out, Block{ID: id, Name: s.names[id], Kind: Ejected, Until: e.until})
+			out = append(out, Block{ID: id, Name: s.names[id], Kind: Ejected, Until: e.until, Ejections: int(e.ejections)})
 		}
 	}
 	return out
