@@ -72,3 +72,87 @@ func TestRunReplicasShowsAloneBeside(t *testing.T) {
 		t.Error("replicas in http mode accepted")
 	}
 }
+
+// The fleet's failures count together: eight sharing replicas eject the
+// dead primary of the fast outage after about as many wasted attempts as
+// one replica serving all the traffic, not after each replica's own
+// streak (which successes of attempts begun before the outage keep
+// breaking: alone, eight replicas waste about ten times as many).
+func TestReplicasShareFailureStreaks(t *testing.T) {
+	sc := mustSample(t, "fast-outage.yaml")
+	one := mustSimulate(t, sc, Options{}, BaselineNone)
+	const dead = "openai/gpt-4o"
+	wasted := func(r *Result) int64 { return r.AttemptsByTarget[dead] - r.ServedByTarget[dead] }
+	var firstEjection int64
+	var beforeEjection int
+	shared := mustSimulate(t, sc, Options{Replicas: 8, Share: true, ShareDelay: 5 * time.Millisecond, ProbeLockTTL: 5 * time.Second,
+		onReplica: func(ev replicaEvent) {
+			switch {
+			case ev.Kind == "ejected" && firstEjection == 0:
+				firstEjection = ev.At
+			case ev.Kind == "strike" && firstEjection == 0:
+				beforeEjection++
+			}
+		}}, BaselineNone)
+	alone := mustSimulate(t, sc, Options{Replicas: 8}, BaselineNone)
+	t.Logf("wasted on the dead primary: one replica %d, eight alone %d, eight shared %d (%d before the first ejection)",
+		wasted(one), wasted(alone), wasted(shared), beforeEjection)
+	if wasted(shared) > wasted(one)+8 {
+		t.Errorf("eight sharing replicas wasted %d attempts, one replica %d", wasted(shared), wasted(one))
+	}
+	if wasted(alone) < 4*wasted(shared) {
+		t.Errorf("alone %d, shared %d: sharing saved little", wasted(alone), wasted(shared))
+	}
+	if firstEjection == 0 || firstEjection-epoch > int64(10500*time.Millisecond) {
+		t.Errorf("first ejection at %v, want within half a second of the outage", time.Duration(firstEjection-epoch))
+	}
+}
+
+// With the probe lock, each ejection's cooldown ends in one probe for the
+// fleet: the probes that fail (the next ejections) come from the lock's
+// holder alone, every other replica holds until the holder's outcome
+// reaches it, and the holder's recovery reaches every replica one share
+// delay later, never after the hold has let it probe on its own.
+func TestReplicasOneProbePerEjection(t *testing.T) {
+	sc := mustSample(t, "fast-outage.yaml")
+	const delay = 5 * time.Millisecond
+	var evs []replicaEvent
+	mustSimulate(t, sc, Options{Replicas: 8, Share: true, ShareDelay: delay, ProbeLockTTL: 5 * time.Second,
+		onReplica: func(ev replicaEvent) { evs = append(evs, ev) }}, BaselineNone)
+	probesFailed := map[int][]int{} // ejection number → replicas whose probe failed
+	won := map[int]int{}            // replica → locks won
+	var recovered, received []replicaEvent
+	for _, ev := range evs {
+		switch ev.Kind {
+		case "ejected":
+			if ev.Ejections > 1 {
+				probesFailed[ev.Ejections] = append(probesFailed[ev.Ejections], ev.Replica)
+			}
+		case "lock won":
+			won[ev.Replica]++
+		case "recovered":
+			recovered = append(recovered, ev)
+		case "recovery received":
+			received = append(received, ev)
+		}
+	}
+	if len(probesFailed) == 0 {
+		t.Fatal("no probe failed during a 30 s outage")
+	}
+	for n, reps := range probesFailed {
+		if len(reps) != 1 {
+			t.Errorf("ejection %d: probes of %v failed, want one replica's", n, reps)
+		}
+	}
+	if len(recovered) != 1 {
+		t.Fatalf("recovered on %d replicas by their own probe, want 1: %+v", len(recovered), recovered)
+	}
+	if len(received) != 7 {
+		t.Fatalf("%d replicas received the recovery, want 7", len(received))
+	}
+	for _, ev := range received {
+		if ev.At != recovered[0].At+int64(delay) {
+			t.Errorf("replica %d received the recovery at %v, made at %v", ev.Replica, time.Duration(ev.At-epoch), time.Duration(recovered[0].At-epoch))
+		}
+	}
+}

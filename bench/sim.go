@@ -42,6 +42,11 @@ type Options struct {
 	// ProbeLockTTL, with Share, models the fleet's probe lock with that
 	// TTL (see replicas.go); 0 lets every replica probe on its own.
 	ProbeLockTTL time.Duration
+
+	// onReplica, when not nil, sees every step of passive health of a run
+	// with several replicas (or one, when set), for tests that instrument
+	// one (replicaEvent).
+	onReplica func(replicaEvent)
 }
 
 // Progress is the state of a run in progress.
@@ -159,7 +164,9 @@ type sim struct {
 	shareDelay time.Duration
 	shares     []shareEvent // facts in flight between replicas, oldest first
 	lockTTL    time.Duration
-	locks      map[int]probeLock // identifier → the holder of its latest ejection's probe lock
+	locks      map[int]probeLock // identifier → the holder of its probe lock
+	sharing    bool              // the replicas share their facts
+	onReplica  func(replicaEvent)
 }
 
 // Simulate runs sc in virtual time and returns what it measured. With
@@ -178,14 +185,14 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 	seed := o.seed(sc)
 	c := cfg.Compiled()
 	clk := &virtualClock{Clock: clock.New(), now: epoch}
-	s := &sim{shareDelay: o.ShareDelay}
-	if o.Share {
+	s := &sim{shareDelay: o.ShareDelay, sharing: o.Share && o.Replicas > 1, onReplica: o.onReplica}
+	if s.sharing {
 		s.lockTTL, s.locks = o.ProbeLockTTL, map[int]probeLock{}
 	}
 	for i := range max(o.Replicas, 1) {
 		st := health.NewState(c)
 		h := engine.SyncHealth(st)
-		if o.Share && o.Replicas > 1 {
+		if o.Replicas > 1 || o.onReplica != nil {
 			h = &sharingHealth{Health: h, s: s, rep: i, st: st}
 		}
 		// Each replica its own random stream, as separate processes.
@@ -211,6 +218,8 @@ func Simulate(sc *Scenario, o Options, baseline string) (*Result, error) {
 		shareDelay: s.shareDelay,
 		lockTTL:    s.lockTTL,
 		locks:      s.locks,
+		sharing:    s.sharing,
+		onReplica:  s.onReplica,
 		sc:         sc,
 		e:          e,
 		state:      st,

@@ -35,6 +35,7 @@ type ejection struct {
 	claim     int64                // the probe's claim runs until then (single-goroutine use)
 	lastFail  int64                // time of the latest failure counted
 	lastOK    int64                // time of the latest success applied
+	recovered int64                // time of the latest recovery, own or imported; 0 none
 }
 
 // ejectionRules gives each identifier its rule: a target its own when its
@@ -127,6 +128,7 @@ func (s *State) Success(id int, now int64) (recovered bool) {
 		return false
 	}
 	e.ejections, e.until, e.claim = 0, 0, 0
+	e.recovered = max(e.recovered, now)
 	return true
 }
 

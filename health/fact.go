@@ -33,7 +33,9 @@ type Fact struct {
 	// ejections: 1 for the first, more after failed probes.
 	Ejections int
 	// Recovered (Kind Ejected) says that the identifier recovered: a probe
-	// of it succeeded.
+	// of it succeeded. Its Until, when not 0, is when (by the importer's
+	// clock): an ejection imported afterwards that ends sooner than the
+	// shortest cooldown after it began before the recovery and is ignored.
 	Recovered bool
 	// Hold (Kind Ejected, import only) extends an ejection the importing
 	// actor already has until Until without counting a new one or telling
@@ -273,7 +275,7 @@ func (s *State) Import(id int, f Fact) bool {
 	case f.Hold:
 		return s.holdEjection(id, f.Until)
 	case f.Recovered:
-		return s.importRecovery(id)
+		return s.importRecovery(id, max(f.Until, 0))
 	case f.Strike:
 		return f.Until > 0 && s.importStrike(id, f.Until)
 	case f.Clear:
@@ -318,7 +320,7 @@ func (a *Actor) export(c change, now int64) {
 func (s *State) importEjection(id int, until int64, n int) bool {
 	e := &s.ej[id]
 	n32 := int32(min(max(n, 1), 1<<16))
-	if e.rule == nil {
+	if e.rule == nil || e.olderThanRecovery(until) {
 		return false
 	}
 	if e.ejections > 0 && until <= e.until {
@@ -345,12 +347,23 @@ func (s *State) holdEjection(id int, until int64) bool {
 }
 
 // importRecovery ends id's ejection because another replica's probe found
-// it working.
-func (s *State) importRecovery(id int) bool {
+// it working, at the given time (0: unknown).
+func (s *State) importRecovery(id int, at int64) bool {
 	e := &s.ej[id]
 	if e.ejections == 0 {
 		return false
 	}
 	e.ejections, e.until, e.claim, e.streak = 0, 0, 0, 0
+	e.recovered = max(e.recovered, at)
 	return true
+}
+
+// olderThanRecovery reports whether an ejection of another replica that
+// ends at until was made before id's latest recovery: one made after it
+// ends at least the shortest cooldown (less its 20 % spread) later, so one
+// that ends sooner began before, on evidence the recovery has overruled
+// (it crossed the recovery on its way, or was written back by a replica
+// reconnecting).
+func (e *ejection) olderThanRecovery(until int64) bool {
+	return e.recovered > 0 && until < e.recovered+int64(e.rule.Cooldown)*8/10
 }

@@ -168,3 +168,34 @@ func TestActorImportRefusesMixedFlags(t *testing.T) {
 		}
 	}
 }
+
+// An ejection imported after a recovery that ends sooner than the
+// shortest cooldown after it was made before the recovery (it crossed it
+// on the way, or a reconnecting replica wrote it back): ignored. One that
+// ends later may be newer and ejects.
+func TestStateImportEjectionOlderThanRecovery(t *testing.T) {
+	for _, imported := range []bool{false, true} {
+		s := NewState(ejectionCompiled(t))
+		now := 100 * sec
+		for range 3 {
+			s.Failure(tGPT4o, now)
+		}
+		_, until := s.Ejections(tGPT4o)
+		recovered := until + sec
+		if imported {
+			s.Import(tGPT4o, Fact{Kind: Ejected, Recovered: true, Until: recovered})
+		} else if !s.Success(tGPT4o, recovered) {
+			t.Fatal("the probe's success did not recover")
+		}
+		if n, _ := s.Ejections(tGPT4o); n != 0 {
+			t.Fatalf("imported %v: still ejected", imported)
+		}
+		// Ends 3 s after the recovery: shorter than 0.8 × the 5 s cooldown.
+		if s.Import(tGPT4o, Fact{Kind: Ejected, Until: recovered + 3*sec, Ejections: 1}) {
+			t.Errorf("imported %v: an ejection older than the recovery ejected again", imported)
+		}
+		if !s.Import(tGPT4o, Fact{Kind: Ejected, Until: recovered + 4*sec + 1, Ejections: 1}) {
+			t.Errorf("imported %v: an ejection that may be newer than the recovery was ignored", imported)
+		}
+	}
+}

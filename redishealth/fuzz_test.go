@@ -16,6 +16,8 @@ func FuzzDecodeMessage(f *testing.F) {
 		`{"v":1,"r":"a","t":1,"f":[{"n":"openai/gpt-4o","k":"retry_after","d":1000000000}]}`,
 		`{"v":1,"r":"a","t":1,"f":[{"n":"openai","p":true,"k":"ejected","d":5000000000,"e":2},{"n":"x/y","k":"recovered"}]}`,
 		`{"v":1,"r":"a","t":1,"f":[{"n":"x/y","k":"latency","d":-1}]}`,
+		`{"v":1,"r":"a","t":1,"f":[{"n":"x/y","k":"strike","d":1200000},{"n":"x","p":true,"k":"clear"}]}`,
+		`{"v":1,"r":"a","t":1,"f":[{"n":"x/y","k":"strike","d":-5},{"n":"x/y","k":"clear","e":1}]}`,
 		`{"v":1}`, `[]`, `null`, ``,
 	} {
 		f.Add([]byte(s))
@@ -38,7 +40,12 @@ func FuzzDecodeMessage(f *testing.F) {
 			if err := f.check(); err != nil {
 				t.Fatalf("accepted fact %+v: %v", f, err)
 			}
-			if f.Kind != kindRecovered && (f.D <= 0 || f.D > int64(maxRemaining)) {
+			switch {
+			case f.event():
+				if f.D < 0 || f.D > int64(maxAge) || f.E != 0 {
+					t.Fatalf("accepted %s %v old with %d ejections", f.Kind, time.Duration(f.D), f.E)
+				}
+			case f.Kind != kindRecovered && (f.D <= 0 || f.D > int64(maxRemaining)):
 				t.Fatalf("accepted duration %v", time.Duration(f.D))
 			}
 		}

@@ -38,7 +38,6 @@ type probeEntry struct {
 	name     string
 	provider bool
 	until    int64 // end of the ejection, by the Sharer's clock
-	n        int   // its number
 	lead     time.Duration
 	tried    bool // the lock was tried for this ejection
 }
@@ -57,7 +56,7 @@ func (p *prober) track(id int, f health.Fact, now int64) {
 		return
 	}
 	lead := min(maxLead, time.Duration(f.Until-now)/4)
-	p.ej[id] = probeEntry{name: f.Name, provider: f.Provider, until: f.Until, n: max(f.Ejections, 1), lead: lead}
+	p.ej[id] = probeEntry{name: f.Name, provider: f.Provider, until: f.Until, lead: lead}
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -140,7 +139,7 @@ func (s *Sharer) probeLoop() {
 func (s *Sharer) lock(e probeEntry) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	defer cancel()
-	key := s.cfg.KeyPrefix + "probe:" + scope(e.provider) + ":" + e.name + ":" + itoa(e.n)
+	key := s.lockKey(e.provider, e.name)
 	ttl := s.cfg.ProbeLockTTL.D()
 	ok, err := s.rdb.SetNX(ctx, key, s.id, ttl).Result()
 	if err != nil {
@@ -161,7 +160,7 @@ func (s *Sharer) lock(e probeEntry) {
 		return
 	}
 	if holder.Val() == s.id {
-		s.n.locksWon.Add(1) // taken for an earlier end of the same ejection
+		s.n.locksWon.Add(1) // taken for an earlier end of the same ejection, or for the last one, not released
 		return
 	}
 	s.n.locksLost.Add(1)
@@ -184,4 +183,25 @@ func (s *Sharer) logDrops() {
 		zap.Uint64("oversized", st.Oversized), zap.Uint64("malformed", st.Malformed),
 		zap.Uint64("absurd", st.Absurd), zap.Uint64("unknown", st.Unknown), zap.Uint64("import_full", st.ImportFull),
 		zap.Bool("connected", st.Connected))
+}
+
+// lockKey is the key of an identifier's probe lock. It names the
+// identifier only, not the ejection's number, so that replicas agree on
+// it whatever they have seen of the ejections before: the holder releases
+// it with its probe's outcome (a recovery, or the next ejection), so the
+// next round starts free; a lock whose holder never probes ends with its
+// TTL.
+func (s *Sharer) lockKey(provider bool, name string) string {
+	return s.cfg.KeyPrefix + "probe:" + scope(provider) + ":" + name
+}
+
+// releaseScript deletes a probe lock if this replica holds it.
+const releaseScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
+
+// releaseLock queues on p the release of the probe lock of f's identifier,
+// if this replica holds it: f is its probe's outcome.
+func (s *Sharer) releaseLock(ctx context.Context, p redis.Pipeliner, f wireFact) {
+	if *s.cfg.ProbeLock {
+		p.Eval(ctx, releaseScript, []string{s.lockKey(f.Provider, f.Name)}, s.id)
+	}
 }

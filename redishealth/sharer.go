@@ -57,6 +57,9 @@ type Sharer struct {
 	n         counters
 	delays    delays
 	probes    prober
+	// unsentRecoveries are the recoveries made while Redis was
+	// unreachable, replayed at the reconnection (replay.go).
+	unsentRecoveries recoveries
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -287,9 +290,13 @@ if left < tonumber(ARGV[2]) then
 end
 return 0`)
 
-// store queues the writes of one fact on p.
+// store queues the writes of one fact on p: a strike or clear is only
+// published.
 func (s *Sharer) store(ctx context.Context, p redis.Pipeliner, f wireFact) {
-	if f.Kind == kindRecovered {
+	switch {
+	case f.event():
+		return
+	case f.Kind == kindRecovered:
 		p.Del(ctx, s.factKey(f))
 		return
 	}
@@ -325,7 +332,7 @@ func (s *Sharer) sendLoop() {
 // local converts one of the actor's facts and notes its ejections for the
 // probe lock.
 func (s *Sharer) local(batch []wireFact, f health.Fact, now int64) []wireFact {
-	if f.Kind == health.Ejected {
+	if f.Kind == health.Ejected && !f.Strike && !f.Clear {
 		if id, ok := s.actor.ID(f.Name, f.Provider); ok {
 			if f.Recovered {
 				s.probes.forget(id)
@@ -349,6 +356,7 @@ func (s *Sharer) publish(batch []wireFact) {
 	}
 	if !s.sending.Load() {
 		s.n.unsent.Add(uint64(len(batch)))
+		s.unsentRecoveries.keep(s, batch, s.clock.Now().UnixNano())
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
@@ -356,6 +364,9 @@ func (s *Sharer) publish(batch []wireFact) {
 	send := func(p redis.Pipeliner) error {
 		for _, f := range batch {
 			s.store(ctx, p, f)
+			if f.Kind == kindRecovered || (f.Kind == kindEjected && f.E > 1) {
+				s.releaseLock(ctx, p, f) // a probe's outcome: the next round starts free
+			}
 		}
 		p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), batch))
 		return nil
@@ -371,9 +382,11 @@ func (s *Sharer) publish(batch []wireFact) {
 	if err != nil {
 		s.n.sendErrors.Add(1)
 		s.n.unsent.Add(uint64(len(batch)))
+		s.unsentRecoveries.keep(s, batch, s.clock.Now().UnixNano())
 		s.log.Debug("shared health: publishing facts failed", zap.Int("facts", len(batch)), zap.Error(err))
 		return
 	}
+	s.unsentRecoveries.sent(s, batch)
 	s.n.sent.Add(uint64(len(batch)))
 }
 
@@ -471,7 +484,8 @@ func (s *Sharer) session() (up bool, err error) {
 }
 
 // resync writes the actor's live facts to Redis (a restarted server has
-// none) and loads every fact stored there.
+// none), with each ejection's number, replays the recoveries made while
+// Redis was unreachable, and loads every fact stored there.
 func (s *Sharer) resync() error {
 	ctx, cancel := context.WithTimeout(s.ctx, 4*s.timeout)
 	defer cancel()
@@ -484,10 +498,14 @@ func (s *Sharer) resync() error {
 	}
 	now := s.clock.Now().UnixNano()
 	var live []wireFact
+	ejected := map[string]bool{}
 	for _, b := range blocks {
-		f := health.Fact{Name: b.Name, Provider: b.ID >= s.c.NumTargets(), Kind: b.Kind, Until: b.Until, Ejections: 1}
+		f := health.Fact{Name: b.Name, Provider: b.ID >= s.c.NumTargets(), Kind: b.Kind, Until: b.Until, Ejections: b.Ejections}
 		if w, ok := toWire(f, now); ok {
 			live = append(live, w)
+			if w.Kind == kindEjected {
+				ejected[s.factKey(w)] = true
+			}
 		}
 	}
 	// Stored first, then published: a replica that subscribes later loads
@@ -504,6 +522,9 @@ func (s *Sharer) resync() error {
 		}); err != nil {
 			return err
 		}
+	}
+	if err := s.replay(ctx, ejected); err != nil {
+		return err
 	}
 	return s.load(ctx)
 }
@@ -600,20 +621,24 @@ func (s *Sharer) refused(err error, what, key string) {
 // left capped by this configuration's maximum and turned into a deadline
 // by this replica's clock.
 func (s *Sharer) apply(w wireFact, loaded bool) {
-	kind, recovered := w.kind()
+	f := w.fact()
 	id, ok := s.actor.ID(w.Name, w.Provider)
 	if !ok {
 		s.n.unknown.Add(1)
 		return
 	}
-	limit := health.MaxDuration(s.c, id, kind)
+	limit := health.MaxDuration(s.c, id, f.Kind)
 	if limit <= 0 {
 		s.n.unknown.Add(1)
 		return
 	}
 	now := s.clock.Now().UnixNano()
-	f := health.Fact{Name: w.Name, Provider: w.Provider, Kind: kind, Recovered: recovered, Ejections: w.E}
-	if !recovered {
+	switch {
+	case w.event():
+		f.Until = now - w.D // when it happened, by this clock
+	case f.Recovered:
+		f.Until = now // about when it happened: the message's transit ago
+	default:
 		left := time.Duration(w.D)
 		if left > limit {
 			left = limit
@@ -639,12 +664,12 @@ func (s *Sharer) apply(w wireFact, loaded bool) {
 	if loaded {
 		s.n.loaded.Add(1)
 	}
-	if kind == health.Ejected {
-		if recovered {
-			s.probes.forget(id)
-		} else {
-			s.probes.track(id, f, now)
-		}
+	switch {
+	case f.Kind != health.Ejected || f.Strike || f.Clear:
+	case f.Recovered:
+		s.probes.forget(id)
+	default:
+		s.probes.track(id, f, now)
 	}
 	if s.onApply != nil {
 		s.onApply(f)

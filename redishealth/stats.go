@@ -46,6 +46,10 @@ type Stats struct {
 	// end) and errors (Redis did not answer: this replica probes on its
 	// own).
 	LocksWon, LocksLost, LockErrors uint64
+	// Replayed counts recoveries made while Redis was unreachable and
+	// sent at the reconnection (see replay.go: newer ejections stored
+	// are not superseded).
+	Replayed uint64
 
 	// DelayP50 and DelayP99 are quantiles of the propagation delay of the
 	// last DelaySamples messages received (at most 4096): the receiver's
@@ -62,6 +66,7 @@ type counters struct {
 	unsent, oversized, malformed, absurd, unknown, importFull atomic.Uint64
 	sendErrors                                                atomic.Uint64
 	locksWon, locksLost, lockErrors                           atomic.Uint64
+	replayed                                                  atomic.Uint64
 	dropsLogged                                               uint64 // the probe loop's only
 }
 

@@ -17,14 +17,18 @@ import (
 //	{"v":1,"r":"9f2c…","t":1712345678901234567,
 //	 "f":[{"n":"openai/gpt-4o","k":"retry_after","d":30000000000},
 //	      {"n":"openai","p":true,"k":"ejected","d":5000000000,"e":1},
-//	      {"n":"openai/gpt-4o","k":"recovered"}]}
+//	      {"n":"openai/gpt-4o","k":"recovered"},
+//	      {"n":"openai/gpt-4o-mini","k":"strike","d":1200000}]}
 //
 // v is the format's version, r the sending replica's id, t the sender's
 // wall clock at sending (unix ns) for the propagation delay only, and each
 // fact's d the time left of the block or ejection when it was sent, in
 // nanoseconds: a duration, not a deadline, so that the receiver's clock
 // decides when it ends and clocks apart do not matter (the error is the
-// message's transit time). JSON rather than a binary format: facts are
+// message's transit time). A strike (a failure counted toward a streak)
+// and a clear (a success that ended one) are events, not blocks: their d is
+// their age when sent (0 or more), and they are published, never stored.
+// JSON rather than a binary format: facts are
 // rare (one per outage and replica, not per request), a message is a few
 // hundred bytes, and an operator can read them with redis-cli.
 const wireVersion = 1
@@ -43,6 +47,9 @@ const (
 	maxRemaining = 24 * time.Hour
 	// maxEjections bounds a fact's number of consecutive ejections.
 	maxEjections = 1 << 16
+	// maxAge bounds the age of a strike or clear: one older says nothing
+	// about a streak of failures in a row now.
+	maxAge = time.Minute
 )
 
 // The kinds on the wire.
@@ -51,6 +58,8 @@ const (
 	kindLatency    = "latency"
 	kindEjected    = "ejected"
 	kindRecovered  = "recovered"
+	kindStrike     = "strike"
+	kindClear      = "clear"
 )
 
 // message is one pub/sub message.
@@ -66,7 +75,7 @@ type wireFact struct {
 	Name     string `json:"n"`
 	Provider bool   `json:"p,omitempty"`
 	Kind     string `json:"k"`
-	D        int64  `json:"d,omitempty"` // time left, ns
+	D        int64  `json:"d,omitempty"` // time left, ns (a strike's or clear's age)
 	E        int    `json:"e,omitempty"` // ejections
 }
 
@@ -124,8 +133,8 @@ func decodeStored(b []byte) (wireFact, error) {
 	if err := strictJSON(b, &f); err != nil {
 		return f, err
 	}
-	if f.Kind == kindRecovered {
-		return f, fmt.Errorf("%w: a recovery is not stored", errMalformed)
+	if f.Kind == kindRecovered || f.Kind == kindStrike || f.Kind == kindClear {
+		return f, fmt.Errorf("%w: a %s is not stored", errMalformed, f.Kind)
 	}
 	f.D = 1 // checked against the TTL by the caller
 	return f, f.check()
@@ -159,6 +168,14 @@ func (f *wireFact) check() error {
 			return fmt.Errorf("%w: a recovery carries no duration", errMalformed)
 		}
 		return nil
+	case kindStrike, kindClear:
+		switch {
+		case f.E != 0:
+			return fmt.Errorf("%w: ejections on a %s", errMalformed, f.Kind)
+		case f.D < 0 || f.D > int64(maxAge):
+			return fmt.Errorf("%w: a %s %d ns old", errAbsurd, f.Kind, f.D)
+		}
+		return nil
 	case kindRetryAfter, kindLatency:
 		if f.E != 0 {
 			return fmt.Errorf("%w: ejections on a %s fact", errMalformed, f.Kind)
@@ -185,6 +202,12 @@ func toWire(f health.Fact, now int64) (wireFact, bool) {
 	case f.Kind == health.Ejected && f.Recovered:
 		w.Kind = kindRecovered
 		return w, true
+	case f.Kind == health.Ejected && (f.Strike || f.Clear):
+		w.Kind, w.D = kindStrike, max(now-f.Until, 0)
+		if f.Clear {
+			w.Kind = kindClear
+		}
+		return w, w.D <= int64(maxAge)
 	case f.Kind == health.Ejected:
 		w.Kind, w.E = kindEjected, min(max(f.Ejections, 1), maxEjections)
 	case f.Kind == health.Latency:
@@ -198,19 +221,27 @@ func toWire(f health.Fact, now int64) (wireFact, bool) {
 	return w, w.D > 0
 }
 
-// kind maps a checked wire kind to the health kind and whether it is a
-// recovery.
-func (f *wireFact) kind() (health.Kind, bool) {
+// fact maps a checked wire fact to the health fact it says, without its
+// Until (the receiver's clock decides it).
+func (f *wireFact) fact() health.Fact {
+	h := health.Fact{Name: f.Name, Provider: f.Provider, Kind: health.Ejected, Ejections: f.E}
 	switch f.Kind {
+	case kindRetryAfter:
+		h.Kind = health.RetryAfter
 	case kindLatency:
-		return health.Latency, false
-	case kindEjected:
-		return health.Ejected, false
+		h.Kind = health.Latency
 	case kindRecovered:
-		return health.Ejected, true
+		h.Recovered = true
+	case kindStrike:
+		h.Strike = true
+	case kindClear:
+		h.Clear = true
 	}
-	return health.RetryAfter, false
+	return h
 }
+
+// event reports whether the fact is a strike or a clear: D is its age.
+func (f *wireFact) event() bool { return f.Kind == kindStrike || f.Kind == kindClear }
 
 // encodeMessage renders a batch; it never fails for facts made by toWire.
 func encodeMessage(replica string, sent int64, facts []wireFact) []byte {

@@ -1,0 +1,151 @@
+package redishealth
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/reroute-go/reroute/policy"
+)
+
+// Recoveries made while Redis was unreachable. A recovery is a deletion of
+// the ejection's key and a message, both lost when they cannot be sent:
+// the other replicas would keep the ejection (or their hold, waiting for
+// this replica's probe) until it ends, and then probe the target
+// themselves. So the Sharer keeps the recoveries it could not send and
+// replays them at the reconnection, after writing its live facts back,
+// unless newer evidence says otherwise:
+//
+//   - this replica ejected the identifier again since (its live ejection
+//     is written back instead);
+//   - the ejection stored in Redis is newer than the recovery. Its key's
+//     TTL tells: an ejection made after the recovery ends at least the
+//     shortest cooldown (less the 20 % spread) after it, so a stored
+//     ejection that ends sooner was made before, and the recovery
+//     supersedes it (the key is deleted); one that ends later may be
+//     newer, and is kept and loaded.
+//
+// The check and the deletion are one script, so no other replica's write
+// falls between them. A recovery older than its identifier's longest
+// ejection plus the probe lock's TTL supersedes nothing any more and is
+// forgotten.
+
+// pendingRecovery is a recovery not sent: the fact and when it was made,
+// by the Sharer's clock.
+type pendingRecovery struct {
+	w  wireFact
+	at int64
+}
+
+// recoveries is the set of recoveries not sent, by fact key.
+type recoveries struct {
+	mu sync.Mutex
+	m  map[string]pendingRecovery
+}
+
+// keep notes the recoveries of a batch that could not be sent.
+func (r *recoveries) keep(s *Sharer, batch []wireFact, now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range batch {
+		if w.Kind == kindRecovered {
+			if r.m == nil {
+				r.m = map[string]pendingRecovery{}
+			}
+			r.m[s.factKey(w)] = pendingRecovery{w: w, at: now}
+		}
+	}
+}
+
+// sent forgets the recoveries a batch sent supersedes: a later recovery
+// or ejection of the same identifier went out.
+func (r *recoveries) sent(s *Sharer, batch []wireFact) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range batch {
+		if w.Kind == kindRecovered || w.Kind == kindEjected {
+			delete(r.m, s.factKey(w))
+		}
+	}
+}
+
+// take removes and returns the recoveries kept.
+func (r *recoveries) take() map[string]pendingRecovery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.m
+	r.m = nil
+	return m
+}
+
+// replayScript deletes an ejection's key and publishes a recovery unless
+// the stored ejection ends more than ARGV[1] ms from now (it may be newer
+// than the recovery) or never. It returns 1 when it published.
+var replayScript = redis.NewScript(`
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[1]) then
+  return 0
+end
+if left >= 0 then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`)
+
+// replay sends the recoveries kept while Redis was unreachable, except
+// those of identifiers in live (this replica ejected them again).
+func (s *Sharer) replay(ctx context.Context, live map[string]bool) error {
+	pending := s.unsentRecoveries.take()
+	now := s.clock.Now().UnixNano()
+	for key, r := range pending {
+		delete(pending, key)
+		if live[key] {
+			continue
+		}
+		id, ok := s.actor.ID(r.w.Name, r.w.Provider)
+		if !ok {
+			continue
+		}
+		shortest, longest := cooldowns(s.c, id)
+		if longest == 0 || now-r.at > int64(longest+s.cfg.ProbeLockTTL.D()) {
+			continue // nothing of that ejection can still be live
+		}
+		// Stored ejections that end before this were made before the
+		// recovery.
+		older := time.Duration(r.at + int64(shortest)*8/10 - now).Milliseconds()
+		msg := encodeMessage(s.id, time.Now().UnixNano(), []wireFact{r.w})
+		err := replayScript.Run(ctx, s.rdb, []string{key}, older, s.cfg.Channel, msg).Err()
+		if err != nil {
+			// This one and those not tried yet wait for the next
+			// reconnection.
+			s.unsentRecoveries.keep(s, []wireFact{r.w}, r.at)
+			for _, rest := range pending {
+				s.unsentRecoveries.keep(s, []wireFact{rest.w}, rest.at)
+			}
+			return err
+		}
+		if *s.cfg.ProbeLock {
+			_ = s.rdb.Eval(ctx, releaseScript, []string{s.lockKey(r.w.Provider, r.w.Name)}, s.id).Err()
+		}
+		s.n.replayed.Add(1)
+	}
+	return nil
+}
+
+// cooldowns returns the shortest first cooldown and the longest
+// max_cooldown of the rules whose passive health counts for identifier id
+// (0, 0 when none).
+func cooldowns(c *policy.Compiled, id int) (shortest, longest time.Duration) {
+	for t, r := range c.Ejection {
+		if r == nil || c.ID(t, r.Scope) != id {
+			continue
+		}
+		if shortest == 0 || r.Cooldown < shortest {
+			shortest = r.Cooldown
+		}
+		longest = max(longest, r.MaxCooldown)
+	}
+	return shortest, longest
+}
