@@ -606,7 +606,7 @@ func (a *Actor) applyOutcome(r *report, track bool) bool {
 		if s.Success(id, r.at) {
 			a.probes[id].Store(0)
 			if track {
-				a.changes = append(a.changes, change{id: id, kind: Ejected, recovered: true})
+				a.changes = append(a.changes, change{id: id, kind: Ejected, recovered: true, until: r.at})
 			}
 			return true
 		}

@@ -27,7 +27,8 @@ type Fact struct {
 	// clock of the actor that exports or imports it. A host carrying facts
 	// between machines sends the time left (Until minus its now) and
 	// rebuilds Until from its own clock on arrival, so that clocks apart
-	// do not matter. 0 with Recovered.
+	// do not matter. With Recovered, when the probe succeeded (0 when
+	// not known).
 	Until int64
 	// Ejections (Kind Ejected) is the ejection's number among consecutive
 	// ejections: 1 for the first, more after failed probes.
@@ -300,9 +301,6 @@ func (a *Actor) export(c change, now int64) {
 	}
 	f := Fact{Name: a.state.names[c.id], Provider: c.id >= a.state.nt, Kind: c.kind, Until: c.until, Ejections: c.n,
 		Recovered: c.recovered, Strike: c.strike, Clear: c.clear}
-	if c.recovered {
-		f.Until = 0
-	}
 	select {
 	case a.factc <- f:
 	default:

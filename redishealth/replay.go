@@ -43,9 +43,23 @@ type pendingRecovery struct {
 type recoveries struct {
 	mu sync.Mutex
 	m  map[string]pendingRecovery
+	// made is when the latest recovery of each key in flight was made,
+	// by the actor's clock (the wire form does not say).
+	made map[string]int64
 }
 
-// keep notes the recoveries of a batch that could not be sent.
+// madeAt notes when the actor's recovery of a fact key was made.
+func (r *recoveries) madeAt(key string, at int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.made == nil {
+		r.made = map[string]int64{}
+	}
+	r.made[key] = at
+}
+
+// keep notes the recoveries of a batch that could not be sent; now is
+// their time when the actor did not say.
 func (r *recoveries) keep(s *Sharer, batch []wireFact, now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -54,7 +68,11 @@ func (r *recoveries) keep(s *Sharer, batch []wireFact, now int64) {
 			if r.m == nil {
 				r.m = map[string]pendingRecovery{}
 			}
-			r.m[s.factKey(w)] = pendingRecovery{w: w, at: now}
+			key, at := s.factKey(w), now
+			if t, ok := r.made[key]; ok && t > 0 {
+				at = t
+			}
+			r.m[key] = pendingRecovery{w: w, at: at}
 		}
 	}
 }
@@ -67,7 +85,20 @@ func (r *recoveries) sent(s *Sharer, batch []wireFact) {
 	for _, w := range batch {
 		if w.Kind == kindRecovered || w.Kind == kindEjected {
 			delete(r.m, s.factKey(w))
+			delete(r.made, s.factKey(w))
 		}
+	}
+}
+
+// keepOne puts back a recovery taken and not sent.
+func (r *recoveries) keepOne(s *Sharer, p pendingRecovery) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]pendingRecovery{}
+	}
+	if _, newer := r.m[s.factKey(p.w)]; !newer {
+		r.m[s.factKey(p.w)] = p
 	}
 }
 
@@ -116,15 +147,18 @@ func (s *Sharer) replay(ctx context.Context, live map[string]bool) error {
 		// recovery.
 		older := time.Duration(r.at + int64(shortest)*8/10 - now).Milliseconds()
 		msg := encodeMessage(s.id, time.Now().UnixNano(), []wireFact{r.w})
-		err := replayScript.Run(ctx, s.rdb, []string{key}, older, s.cfg.Channel, msg).Err()
+		published, err := replayScript.Run(ctx, s.rdb, []string{key}, older, s.cfg.Channel, msg).Int()
 		if err != nil {
 			// This one and those not tried yet wait for the next
 			// reconnection.
-			s.unsentRecoveries.keep(s, []wireFact{r.w}, r.at)
+			s.unsentRecoveries.keepOne(s, r)
 			for _, rest := range pending {
-				s.unsentRecoveries.keep(s, []wireFact{rest.w}, rest.at)
+				s.unsentRecoveries.keepOne(s, rest)
 			}
 			return err
+		}
+		if published == 0 {
+			continue // the stored ejection may be newer: load applies it
 		}
 		if *s.cfg.ProbeLock {
 			_ = s.rdb.Eval(ctx, releaseScript, []string{s.lockKey(r.w.Provider, r.w.Name)}, s.id).Err()

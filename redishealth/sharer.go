@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -253,6 +252,7 @@ func (s *Sharer) Stats() Stats {
 		LocksWon:      s.n.locksWon.Load(),
 		LocksLost:     s.n.locksLost.Load(),
 		LockErrors:    s.n.lockErrors.Load(),
+		Replayed:      s.n.replayed.Load(),
 	}
 	if s.started.Load() {
 		st.QueueFull = s.actor.FactsDropped()
@@ -336,6 +336,9 @@ func (s *Sharer) local(batch []wireFact, f health.Fact, now int64) []wireFact {
 		if id, ok := s.actor.ID(f.Name, f.Provider); ok {
 			if f.Recovered {
 				s.probes.forget(id)
+				if w, ok := toWire(f, now); ok {
+					s.unsentRecoveries.madeAt(s.factKey(w), f.Until)
+				}
 			} else {
 				s.probes.track(id, f, now)
 			}
@@ -675,6 +678,3 @@ func (s *Sharer) apply(w wireFact, loaded bool) {
 		s.onApply(f)
 	}
 }
-
-// itoa is strconv.Itoa, named for the keys.
-func itoa(n int) string { return strconv.Itoa(n) }
