@@ -29,10 +29,19 @@
 // restarted Redis has none) and loads the stored ones. When Redis is down
 // it serves on its own state and reconnects with backoff.
 //
+// Failure streaks are the fleet's: every failure that counts toward a
+// streak is published as a strike and every success that ends one as a
+// clear, and each replica counts the others' with its own, so the fleet
+// ejects after the threshold's worth of failures in a row among all of
+// them. These are published only, never stored.
+//
 // With probe_lock, shortly before an ejection's cooldown ends each
-// replica tries a lock in Redis (SET NX PX); the winner probes the target,
-// the others hold it ejected until the winner's outcome arrives as a fact
-// or the lock expires: about one probe per cooldown for the fleet.
+// replica tries the identifier's lock in Redis (SET NX PX); the winner
+// probes the target, the others hold it ejected until the winner's outcome
+// arrives as a fact or the lock expires: about one probe per cooldown for
+// the fleet. The winner releases the lock with its outcome. A recovery
+// made while Redis was unreachable is replayed at the reconnection unless
+// a stored ejection may be newer.
 //
 // # Usage
 //

@@ -15,11 +15,11 @@ import (
 // The probe lock. Every replica that has an ejection of an identifier would
 // let one request probe it when the cooldown ends: with N replicas, N
 // probes of a target that is likely still down. Shortly before the end,
-// each replica's prober tries SET NX PX on the key of that ejection (its
-// identifier and number); the one that gets it probes as usual, the others
-// hold the identifier ejected (Actor.Import with Hold) until the lock
-// expires. The winner's probe ends the hold early: its recovery, or its
-// failure's new ejection, reaches the others as a fact. If the lock cannot
+// each replica's prober tries SET NX PX on the identifier's lock key; the
+// one that gets it probes as usual, the others hold the identifier ejected
+// (Actor.Import with Hold) until the lock expires. The winner's probe ends
+// the hold early: its recovery, or its failure's new ejection, reaches the
+// others as a fact, and the winner releases the lock with it. If the lock cannot
 // be had (Redis unreachable) the replica probes on its own, as without
 // sharing. Nothing of it runs on a request's path.
 

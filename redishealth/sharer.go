@@ -263,8 +263,8 @@ func (s *Sharer) Stats() Stats {
 
 // Keys: prefix + "fact:" + kind + ":" + scope + ":" + name for a stored
 // fact (scope "t" for a target, "p" for a provider; a recovery deletes
-// the ejection's key), prefix + "probe:" + scope + ":" + name + ":" + n for
-// the probe lock of the n-th ejection.
+// the ejection's key), prefix + "probe:" + scope + ":" + name for the
+// identifier's probe lock (lockKey).
 func (s *Sharer) factKey(f wireFact) string {
 	kind := f.Kind
 	if kind == kindRecovered {
