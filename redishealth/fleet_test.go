@@ -235,3 +235,28 @@ func TestProbeLockReleasedByTheOutcome(t *testing.T) {
 		}
 	}
 }
+
+// A recovery whose send failed while the connection stayed up is replayed
+// after the next batch published, not only at a reconnection; one that
+// this replica's own later ejection superseded is not.
+func TestRecoveryReplayedAfterTheNextSend(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newReplica(t, srv, baseConfig), newReplica(t, srv, baseConfig)
+	a.waitConnected(t)
+	b.waitConnected(t)
+	if err := b.a.Import(health.Fact{Name: "openai/gpt-4o", Kind: health.Ejected, Until: nowNs() + 3*sec, Ejections: 1}); err != nil {
+		t.Fatal(err)
+	}
+	recovery := wireFact{Name: "openai/gpt-4o", Kind: kindRecovered}
+	a.s.unsentRecoveries.keep(a.s, []wireFact{recovery}, nowNs())
+	superseded := wireFact{Name: "openai/gpt-4o-mini", Kind: kindRecovered}
+	a.s.unsentRecoveries.keep(a.s, []wireFact{superseded, {Name: "openai/gpt-4o-mini", Kind: kindEjected, D: sec, E: 1}}, nowNs())
+	a.a.ReportRetryAfter(tClaude, nowNs()+30*sec)
+	waitFor(t, "B to learn the recovery", func() bool {
+		n, _ := ejection(t, b.a, tGPT4o)
+		return n == 0
+	})
+	if st := a.s.Stats(); st.Replayed != 1 {
+		t.Errorf("replayed %d, want 1 (gpt-4o's; gpt-4o-mini's was superseded)", st.Replayed)
+	}
+}

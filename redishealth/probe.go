@@ -128,6 +128,7 @@ func (s *Sharer) probeLoop() {
 		case <-timerc:
 		case <-tick.C:
 			s.logDrops()
+			s.retryReplay()
 		}
 		if timer != nil {
 			timer.Stop()

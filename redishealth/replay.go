@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/reroute-go/reroute/policy"
 )
@@ -28,7 +29,9 @@ import (
 //     newer, and is kept and loaded.
 //
 // The check and the deletion are one script, so no other replica's write
-// falls between them. A recovery older than its identifier's longest
+// falls between them. A recovery whose send failed while the connection
+// stayed up is replayed the same way after the next batch published, or
+// within 10 s. A recovery older than its identifier's longest
 // ejection plus the probe lock's TTL supersedes nothing any more and is
 // forgotten.
 
@@ -64,6 +67,10 @@ func (r *recoveries) keep(s *Sharer, batch []wireFact, now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, w := range batch {
+		if w.Kind == kindEjected {
+			delete(r.m, s.factKey(w)) // ejected again since: the recovery is over
+			continue
+		}
 		if w.Kind == kindRecovered {
 			if r.m == nil {
 				r.m = map[string]pendingRecovery{}
@@ -102,6 +109,13 @@ func (r *recoveries) keepOne(s *Sharer, p pendingRecovery) {
 	}
 }
 
+// pending reports whether recoveries wait to be replayed.
+func (r *recoveries) pending() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m) > 0
+}
+
 // take removes and returns the recoveries kept.
 func (r *recoveries) take() map[string]pendingRecovery {
 	r.mu.Lock()
@@ -124,6 +138,21 @@ if left >= 0 then
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`)
+
+// retryReplay replays the recoveries kept, if any, while Redis answers:
+// after a batch was published, and on the probe loop's tick, so that a
+// recovery whose send failed without the connection being lost does not
+// wait for a reconnection.
+func (s *Sharer) retryReplay() {
+	if !s.sending.Load() || !s.unsentRecoveries.pending() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	if err := s.replay(ctx, nil); err != nil {
+		s.log.Debug("shared health: replaying recoveries failed", zap.Error(err))
+	}
+}
 
 // replay sends the recoveries kept while Redis was unreachable, except
 // those of identifiers in live (this replica ejected them again).

@@ -391,6 +391,7 @@ func (s *Sharer) publish(batch []wireFact) {
 	}
 	s.unsentRecoveries.sent(s, batch)
 	s.n.sent.Add(uint64(len(batch)))
+	s.retryReplay()
 }
 
 // receiveLoop keeps a subscription to the channel, reconnecting with
