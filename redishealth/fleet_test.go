@@ -220,12 +220,12 @@ func TestProbeLockReleasedByTheOutcome(t *testing.T) {
 		a.a.ReportFailure(tGPT4o, now)
 		a.a.ReportFailure(tGPT4o, now)
 		_, until := ejection(t, a.a, tGPT4o)
+		waitFor(t, "the strike and the ejection to be sent", func() bool { return a.s.Stats().FactsSent == 2 })
 		if err := raw.Set(ctx, lock, id, 10*time.Second).Err(); err != nil {
 			t.Fatal(err)
 		}
-		sent := a.s.Stats().FactsSent
 		a.a.ReportSuccess(tGPT4o, until+1)
-		waitFor(t, "the recovery to be sent", func() bool { return a.s.Stats().FactsSent > sent })
+		waitFor(t, "the recovery to be sent", func() bool { return a.s.Stats().FactsSent == 3 })
 		n, err := raw.Exists(ctx, lock).Result()
 		if err != nil {
 			t.Fatal(err)
