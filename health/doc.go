@@ -75,8 +75,13 @@
 // has the actor send every [Fact] its own reports create to a channel,
 // without waiting; [Actor.Import] hands it another replica's fact, which
 // the actor applies on its goroutine with the same max-expiration merge
-// ([State.Import] is the rule). Facts name targets and providers by id;
-// [MaxDuration] is what a configuration allows, to cap what is imported.
+// ([State.Import] is the rule). Failure streaks are shared too: each
+// failure that counts toward a streak is a strike and each success that
+// ends one a clear ([Fact.Strike], [Fact.Clear]), which the importer counts
+// with its own, so that a fleet ejects after the threshold's worth of
+// failures in a row among all its replicas. Facts name targets and
+// providers by id; [MaxDuration] is what a configuration allows, to cap
+// what is imported.
 //
 // docs/architecture.md, section "Health state", explains the design and
 // the measured costs behind it.

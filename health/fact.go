@@ -84,11 +84,15 @@ type imported struct {
 
 // WithFactSink makes the actor send every process-wide fact it creates from
 // its own reports to c: a Retry-After or latency block created or extended
-// (Until its new end), an ejection (its end and number) and a recovery.
-// Facts it imports are not sent again. The send never blocks: when c is
-// full the fact is dropped and counted (Actor.FactsDropped). Facts whose
-// end is already past by the actor's clock are not sent. The actor never
-// closes c. nil (the default) exports nothing.
+// (Until its new end), an ejection (its end and number), a recovery (Until
+// its time), and a strike or clear (Until its time: a failure that counted
+// toward a streak without ejecting, a success that ended a streak). An
+// ejection that another replica's strike completed is this actor's own and
+// is sent; other facts it imports are not sent again. The send never
+// blocks: when c is full the fact is dropped and counted
+// (Actor.FactsDropped). Blocks and ejections whose end is already past by
+// the actor's clock are not sent. The actor never closes c. nil (the
+// default) exports nothing.
 func WithFactSink(c chan<- Fact) Option {
 	return func(o *options) { o.facts = c }
 }
