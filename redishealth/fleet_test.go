@@ -260,3 +260,46 @@ func TestRecoveryReplayedAfterTheNextSend(t *testing.T) {
 		t.Errorf("replayed %d, want 1 (gpt-4o's; gpt-4o-mini's was superseded)", st.Replayed)
 	}
 }
+
+// Strikes and clears are published in messages of their own, so that a
+// replica that does not know them (an earlier version refuses the whole
+// message) still gets the ejection made in the same batch.
+func TestStrikesInMessagesOfTheirOwn(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newReplica(t, srv, baseConfig)
+	a.waitConnected(t)
+	ctx := testCtx(t)
+	raw := rawClient(t, srv)
+	sub := raw.Subscribe(ctx, "reroute:health")
+	defer func() { _ = sub.Close() }()
+	if _, err := sub.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := nowNs()
+	a.a.ReportFailure(tGPT4o, now)
+	a.a.ReportFailure(tGPT4o, now)
+	kinds := map[string]int{}
+	for len(kinds) < 2 {
+		msg, err := sub.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := decodeMessage([]byte(msg.Payload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := 0
+		for _, f := range m.Facts {
+			kinds[f.Kind]++
+			if f.event() {
+				events++
+			}
+		}
+		if events != 0 && events != len(m.Facts) {
+			t.Fatalf("a message mixes strikes with other facts: %s", msg.Payload)
+		}
+	}
+	if kinds[kindStrike] != 1 || kinds[kindEjected] != 1 {
+		t.Fatalf("kinds received %v, want a strike and an ejection", kinds)
+	}
+}

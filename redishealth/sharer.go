@@ -371,7 +371,16 @@ func (s *Sharer) publish(batch []wireFact) {
 				s.releaseLock(ctx, p, f) // a probe's outcome: the next round starts free
 			}
 		}
-		p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), batch))
+		// Strikes and clears go in a message of their own, first (they
+		// came before the ejections they led to): a replica of an
+		// earlier version refuses a message with a kind it does not know
+		// whole, and should still get the blocks and ejections.
+		facts, events := splitEvents(batch)
+		for _, m := range [][]wireFact{events, facts} {
+			if len(m) > 0 {
+				p.Publish(ctx, s.cfg.Channel, encodeMessage(s.id, time.Now().UnixNano(), m))
+			}
+		}
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, send)
@@ -392,6 +401,31 @@ func (s *Sharer) publish(batch []wireFact) {
 	s.unsentRecoveries.sent(s, batch)
 	s.n.sent.Add(uint64(len(batch)))
 	s.retryReplay()
+}
+
+// splitEvents returns the facts of batch that are not strikes or clears,
+// and those that are, in their order.
+func splitEvents(batch []wireFact) (facts, events []wireFact) {
+	n := 0
+	for i := range batch {
+		if batch[i].event() {
+			n++
+		}
+	}
+	if n == 0 {
+		return batch, nil
+	}
+	if n == len(batch) {
+		return nil, batch
+	}
+	for _, w := range batch {
+		if w.event() {
+			events = append(events, w)
+		} else {
+			facts = append(facts, w)
+		}
+	}
+	return facts, events
 }
 
 // receiveLoop keeps a subscription to the channel, reconnecting with
