@@ -17,8 +17,9 @@ import (
 //	{"v":1,"r":"9f2c…","t":1712345678901234567,
 //	 "f":[{"n":"openai/gpt-4o","k":"retry_after","d":30000000000},
 //	      {"n":"openai","p":true,"k":"ejected","d":5000000000,"e":1},
-//	      {"n":"openai/gpt-4o","k":"recovered"},
-//	      {"n":"openai/gpt-4o-mini","k":"strike","d":1200000}]}
+//	      {"n":"openai/gpt-4o","k":"recovered"}]}
+//	{"v":1,"r":"9f2c…","t":1712345678901234568,
+//	 "f":[{"n":"openai/gpt-4o-mini","k":"strike","d":1200000}]}
 //
 // v is the format's version, r the sending replica's id, t the sender's
 // wall clock at sending (unix ns) for the propagation delay only, and each
@@ -27,7 +28,8 @@ import (
 // decides when it ends and clocks apart do not matter (the error is the
 // message's transit time). A strike (a failure counted toward a streak)
 // and a clear (a success that ended one) are events, not blocks: their d is
-// their age when sent (0 or more), and they are published, never stored.
+// their age when sent (0 or more), and they are published, never stored,
+// in messages of their own (see Sharer.publish).
 // JSON rather than a binary format: facts are
 // rare (one per outage and replica, not per request), a message is a few
 // hundred bytes, and an operator can read them with redis-cli.
