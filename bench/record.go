@@ -266,6 +266,17 @@ func (s *series) blocks(off int64, live []health.Block, base int64) {
 		}
 		s.spans = append(s.spans, blockSpan{Name: b.Name, Kind: b.Kind, From: off, To: to})
 	}
+	// A span still running by its end that is no longer live ended early:
+	// another replica's recovery (shared health) ended the ejection.
+	for i := range s.spans {
+		sp := &s.spans[i]
+		if sp.To <= off || s.lastSpan(sp.Name, sp.Kind) != i {
+			continue
+		}
+		if !slices.ContainsFunc(live, func(b health.Block) bool { return b.Name == sp.Name && b.Kind == sp.Kind }) {
+			sp.To = off
+		}
+	}
 }
 
 func (s *series) lastSpan(name string, k health.Kind) int {

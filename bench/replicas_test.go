@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/reroute-go/reroute/health"
 )
 
 // Eight replicas on the fast outage: each succeeds at everything; sharing
@@ -154,5 +156,26 @@ func TestReplicasOneProbePerEjection(t *testing.T) {
 		if ev.At != recovered[0].At+int64(delay) {
 			t.Errorf("replica %d received the recovery at %v, made at %v", ev.Replica, time.Duration(ev.At-epoch), time.Duration(recovered[0].At-epoch))
 		}
+	}
+}
+
+// A block that leaves the state before its end (another replica's
+// recovery ended the ejection) ends its span there, not at the end it had.
+func TestBlockSpanEndsWhenTheBlockGoes(t *testing.T) {
+	var s series
+	b := health.Block{Name: "openai/gpt-4o", Kind: health.Ejected, Until: int64(20 * time.Second)}
+	s.blocks(int64(10*time.Second), []health.Block{b}, 0)
+	s.blocks(int64(11*time.Second), []health.Block{b}, 0)
+	s.blocks(int64(12*time.Second), nil, 0)
+	s.blocks(int64(13*time.Second), nil, 0)
+	if len(s.spans) != 1 || s.spans[0].From != int64(10*time.Second) || s.spans[0].To != int64(12*time.Second) {
+		t.Fatalf("spans %+v, want one from 10 s to 12 s", s.spans)
+	}
+	// A block that runs to its end keeps it.
+	var r series
+	r.blocks(int64(10*time.Second), []health.Block{b}, 0)
+	r.blocks(int64(21*time.Second), nil, 0)
+	if len(r.spans) != 1 || r.spans[0].To != int64(20*time.Second) {
+		t.Fatalf("spans %+v, want one to 20 s", r.spans)
 	}
 }
