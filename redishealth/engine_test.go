@@ -200,3 +200,29 @@ func TestRedisStopsAnswering(t *testing.T) {
 		return b.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()).Blocked(nowNs())
 	})
 }
+
+// Through two engines (consecutive_failures: 2): one request failing on
+// gpt-4o through A and one through B eject it on both, though neither saw
+// two in a row.
+func TestFleetStreakThroughEngines(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := newGateway(t, srv, baseConfig), newGateway(t, srv, baseConfig)
+	waitFor(t, "both to connect", func() bool { return a.connected() && b.connected() })
+	ctx := testCtx(t)
+	call := func(_ context.Context, at engine.Attempt) policy.Outcome {
+		if at.Target == "openai/gpt-4o" {
+			return policy.Outcome{Status: http.StatusServiceUnavailable}
+		}
+		return policy.Outcome{Status: 200}
+	}
+	if _, err := a.e.Do(ctx, "openai/gpt-4o", call); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B to learn A's strike", func() bool { return b.e.Actor().Snapshot().Attention(tGPT4o) })
+	if _, err := b.e.Do(ctx, "openai/gpt-4o", call); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "gpt-4o ejected on both", func() bool {
+		return a.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()).Ejected && b.e.Actor().Snapshot().Lookup(tGPT4o, nowNs()).Ejected
+	})
+}
