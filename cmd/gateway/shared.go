@@ -51,7 +51,7 @@ func (a *admin) sharedStats(w http.ResponseWriter) {
 		Enabled: true, ReplicaID: st.ReplicaID, Connected: st.Connected,
 		Connects: st.Connects, ConnectErrors: st.ConnectErrors,
 		FactsSent: st.FactsSent, FactsReceived: st.FactsReceived, FactsLoaded: st.FactsLoaded,
-		FactsCapped: st.FactsCapped, Echoes: st.Echoes,
+		FactsCapped: st.FactsCapped, Echoes: st.Echoes, Replayed: st.Replayed,
 		Dropped:    drops(st),
 		SendErrors: st.SendErrors,
 		ProbeLocks: map[string]uint64{"won": st.LocksWon, "lost": st.LocksLost, "error": st.LockErrors},
@@ -70,6 +70,7 @@ type sharedJSON struct {
 	FactsLoaded   uint64            `json:"facts_loaded"`
 	FactsCapped   uint64            `json:"facts_capped"`
 	Echoes        uint64            `json:"echoes"`
+	Replayed      uint64            `json:"replayed"`
 	Dropped       map[string]uint64 `json:"dropped"`
 	SendErrors    uint64            `json:"send_errors"`
 	ProbeLocks    map[string]uint64 `json:"probe_locks"`
@@ -93,6 +94,7 @@ var (
 	descConnects  = prometheus.NewDesc("reroute_shared_health_connects_total", "Connections to Redis made (the first and every reconnection).", nil, nil)
 	descConnErrs  = prometheus.NewDesc("reroute_shared_health_connect_errors_total", "Attempts to connect to Redis that failed.", nil, nil)
 	descFacts     = prometheus.NewDesc("reroute_shared_health_facts_total", "Health facts sent to the other replicas (direction sent) and received from them and applied (received; loaded: of those, from the store at a connection).", []string{"direction"}, nil)
+	descReplayed  = prometheus.NewDesc("reroute_shared_health_replayed_total", "Recoveries sent again after a send failed or Redis was unreachable, so that the other replicas end their ejections.", nil, nil)
 	descCapped    = prometheus.NewDesc("reroute_shared_health_facts_capped_total", "Received facts whose duration was cut to this configuration's maximum.", nil, nil)
 	descDropped   = prometheus.NewDesc("reroute_shared_health_dropped_total", "Facts dropped or refused, by reason: queue_full, unsent, oversized, malformed, absurd, unknown, import_full.", []string{"reason"}, nil)
 	descLocks     = prometheus.NewDesc("reroute_shared_health_probe_locks_total", "Probe locks tried, by outcome: won (this replica probes), lost (another does), error (probing locally).", []string{"outcome"}, nil)
@@ -100,7 +102,7 @@ var (
 )
 
 func (sharedCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnected, descConnects, descConnErrs, descFacts, descCapped, descDropped, descLocks, descDelay} {
+	for _, d := range []*prometheus.Desc{descConnected, descConnects, descConnErrs, descFacts, descReplayed, descCapped, descDropped, descLocks, descDelay} {
 		ch <- d
 	}
 }
@@ -117,6 +119,7 @@ func (c sharedCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFacts, prometheus.CounterValue, float64(st.FactsSent), "sent")
 	ch <- prometheus.MustNewConstMetric(descFacts, prometheus.CounterValue, float64(st.FactsReceived), "received")
 	ch <- prometheus.MustNewConstMetric(descFacts, prometheus.CounterValue, float64(st.FactsLoaded), "loaded")
+	ch <- prometheus.MustNewConstMetric(descReplayed, prometheus.CounterValue, float64(st.Replayed))
 	ch <- prometheus.MustNewConstMetric(descCapped, prometheus.CounterValue, float64(st.FactsCapped))
 	for reason, n := range drops(st) {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(n), reason)

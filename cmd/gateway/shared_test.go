@@ -84,6 +84,9 @@ func TestSharedHealthBetweenGateways(t *testing.T) {
 	if m["reroute_shared_health_connected"] != 1 || m[`reroute_shared_health_facts_total{direction="received"}`] != 1 {
 		t.Errorf("B's shared-health metrics: connected %v, received %v", m["reroute_shared_health_connected"], m[`reroute_shared_health_facts_total{direction="received"}`])
 	}
+	if v, ok := m["reroute_shared_health_replayed_total"]; !ok || v != 0 {
+		t.Errorf("B's reroute_shared_health_replayed_total = %v (exported: %v), want 0", v, ok)
+	}
 	if a := shared(urlA); a.FactsSent != 1 || a.DelaySamples != 0 {
 		t.Errorf("A: %+v", a)
 	}
