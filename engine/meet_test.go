@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/reroute-go/reroute/policy"
+)
+
+// Where hedging and continuation meet: a hedged request whose delivered
+// answer fails after commit is continued from the attempt that was
+// delivered, not from the last attempt made.
+
+// TestContinueHedgedRequestListsTheDeliveredAttempt: the primary answers
+// at 3 s, beside a hedge started at 2 s that loses; its stream is then cut.
+// The continuation's exhaustion lists the cut under the delivered
+// attempt's number (1) and target, and the continuation's own attempts
+// count on from the request's two.
+func TestContinueHedgedRequestListsTheDeliveredAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := mustEngine(t, hedgeConfig("{delay_ms: 2000}", ""))
+		defer e.Close()
+		s := newScript(map[string]time.Duration{hPrimary: 3 * time.Second, hFallback: 5 * time.Second}, nil)
+		res, err := e.Do(testContext(t), hPrimary, s.call)
+		if err != nil || res.Number != 1 || res.Attempts != 2 {
+			t.Fatalf("Do = %+v, %v; want the primary, attempt 1 of 2", res, err)
+		}
+		res.End(time.Second, errCut)
+		var numbers []int
+		_, err = e.Continue(testContext(t), res, errCut, func(int) bool { return true }, func(_ context.Context, a Attempt) policy.Outcome {
+			numbers = append(numbers, a.Number)
+			return policy.Outcome{Status: 503}
+		})
+		ex := asExhausted(t, err)
+		if len(ex.Attempts) == 0 || ex.Attempts[0].Target != hPrimary || ex.Attempts[0].Number != 1 {
+			t.Fatalf("exhaustion lists %+v first; want the cut of %s, attempt 1", ex.Attempts, hPrimary)
+		}
+		if len(numbers) == 0 || numbers[0] != 3 {
+			t.Fatalf("continuation attempts numbered %v, want from 3 on", numbers)
+		}
+	})
+}
+
+// TestContinuationNeverHedges: a continuation of a hedging policy's
+// request whose first attempt takes longer than the hedge delay gets no
+// hedge: one call at a time, none marked Hedge, no Hedge event.
+func TestContinuationNeverHedges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_ms: 2000}", ""), WithHooks(hl.hooks()))
+		defer e.Close()
+		res, err := e.Do(testContext(t), hPrimary, newScript(map[string]time.Duration{hPrimary: 0}, nil).call)
+		if err != nil || res.Attempts != 1 {
+			t.Fatalf("Do = %+v, %v", res, err)
+		}
+		res.End(time.Second, errCut)
+		var running, most atomic.Int32
+		var hedges atomic.Int32
+		next, err := e.Continue(testContext(t), res, errCut, func(int) bool { return true }, func(ctx context.Context, a Attempt) policy.Outcome {
+			if a.Hedge {
+				hedges.Add(1)
+			}
+			n := running.Add(1)
+			defer running.Add(-1)
+			if n > most.Load() {
+				most.Store(n)
+			}
+			select {
+			case <-time.After(5 * time.Second):
+				return policy.Outcome{Status: 200}
+			case <-ctx.Done():
+				return policy.Outcome{Err: ctx.Err()}
+			}
+		})
+		if err != nil || next.Target != hPrimary || next.Number != 2 || next.Attempts != 2 {
+			t.Fatalf("Continue = %+v, %v; want the primary continuing itself as attempt 2", next, err)
+		}
+		if hedges.Load() != 0 || most.Load() != 1 || hl.count() != 0 {
+			t.Fatalf("%d hedge calls, %d calls at once, %d Hedge events: a continuation hedged", hedges.Load(), most.Load(), hl.count())
+		}
+	})
+}
+
