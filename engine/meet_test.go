@@ -83,4 +83,3 @@ func TestContinuationNeverHedges(t *testing.T) {
 		}
 	})
 }
-
