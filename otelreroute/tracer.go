@@ -215,6 +215,18 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 	o := call(ctx, a)
 	end := t.clock.Now()
 	ended = true
+	if errors.Is(context.Cause(ctx), engine.ErrAbandoned) {
+		// It lost to the other attempt of a hedge's race: neither a
+		// success nor a failure, as the engine counts it.
+		span.SetAttributes(keyAbandoned.Bool(true))
+		span.End(trace.WithTimestamp(end))
+		if rq != nil {
+			rq.mu.Lock()
+			rq.attempts++
+			rq.mu.Unlock()
+		}
+		return o
+	}
 
 	// The class the policy gives the outcome as call returned it; the
 	// span's duration stands in for a latency call did not report, as the
