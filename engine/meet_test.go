@@ -83,3 +83,41 @@ func TestContinuationNeverHedges(t *testing.T) {
 		}
 	})
 }
+
+// TestHedgeEventDelayIsTheDelayWaited: with delay_percentile, the Hedge
+// event's Delay is the delay the attempt waited, decided when it started
+// (max_delay_ms here: no times known yet), even when the percentile has
+// changed by the time the hedge starts (other requests' times, 200 ms,
+// published meanwhile).
+func TestHedgeEventDelayIsTheDelayWaited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_percentile: 50, min_delay_ms: 100, max_delay_ms: 5000}", ""), WithHooks(hl.hooks()))
+		defer e.Close()
+		slow := newScript(map[string]time.Duration{hFallback: 0}, nil)
+		done := make(chan Result)
+		go func() {
+			res, err := e.Do(testContext(t), hPrimary, slow.call)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- res
+		}()
+		synctest.Wait() // its attempt has started, with the delay of no times known
+		fast := newScript(map[string]time.Duration{hPrimary: 200 * time.Millisecond}, nil)
+		for range policy.HedgeMinSamples {
+			if _, err := e.Do(testContext(t), hPrimary, fast.call); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := <-done
+		if got := slow.started(hFallback); res.Target != hFallback || len(got) != 1 || got[0] != 5*time.Second {
+			t.Fatalf("served by %s, hedge started at %v; want the hedge, at 5s", res.Target, got)
+		}
+		hl.mu.Lock()
+		defer hl.mu.Unlock()
+		if len(hl.hedges) != 1 || hl.hedges[0].Delay != 5*time.Second {
+			t.Fatalf("hedge events %+v, want one with the delay waited, 5s", hl.hedges)
+		}
+	})
+}
