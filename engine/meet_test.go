@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -122,5 +124,64 @@ func TestHedgeEventDelayIsTheDelayWaited(t *testing.T) {
 		if len(hl.hedges) != 1 || hl.hedges[0].Delay != 5*time.Second {
 			t.Fatalf("hedge events %+v, want one with the delay waited, 5s", hl.hedges)
 		}
+	})
+}
+
+// TestHedgeAndClose: Close waits for a request whose hedge is running, as
+// for any Do, and the request ends when its calls do; a hedge whose delay
+// ends after Close has begun does not start (Close lets no in-flight
+// request start another attempt).
+func TestHedgeAndClose(t *testing.T) {
+	t.Run("running", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			e := mustEngine(t, hedgeConfig("{delay_ms: 1000}", ""))
+			s := newScript(nil, nil) // both hang until cancelled
+			ctx, cancel := context.WithCancel(testContext(t))
+			var order []string
+			var mu sync.Mutex
+			note := func(what string) { mu.Lock(); order = append(order, what); mu.Unlock() }
+			done := make(chan error)
+			go func() {
+				_, err := e.Do(ctx, hPrimary, s.call)
+				note("do")
+				done <- err
+			}()
+			time.Sleep(2 * time.Second) // the hedge started at 1s
+			closed := make(chan struct{})
+			go func() { e.Close(); note("close"); close(closed) }()
+			synctest.Wait()
+			if len(s.started(hFallback)) != 1 || len(order) != 0 {
+				t.Fatalf("hedge calls %v, ended %v: want the hedge running and both Do and Close waiting", s.started(hFallback), order)
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("Do: %v, want context.Canceled", err)
+			}
+			<-closed
+			if len(s.cause(hPrimary)) != 1 || len(s.cause(hFallback)) != 1 || order[0] != "do" {
+				t.Fatalf("causes %v %v, order %v: want both calls ended, Do before Close", s.cause(hPrimary), s.cause(hFallback), order)
+			}
+		})
+	})
+	t.Run("not started", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var hl hookLog
+			e := mustEngine(t, hedgeConfig("{delay_ms: 2000}", ""), WithHooks(hl.hooks()))
+			s := newScript(map[string]time.Duration{hPrimary: 3 * time.Second, hFallback: 0}, nil)
+			done := make(chan Result)
+			go func() {
+				res, err := e.Do(testContext(t), hPrimary, s.call)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- res
+			}()
+			time.Sleep(time.Second)
+			e.Close() // returns once Do has, at 3s
+			res := <-done
+			if res.Target != hPrimary || res.Attempts != 1 || hl.count() != 0 || len(s.started(hFallback)) != 0 {
+				t.Fatalf("result %+v, %d hedges, fallback calls %v; want the primary alone", res, hl.count(), s.started(hFallback))
+			}
+		})
 	})
 }
