@@ -1,8 +1,10 @@
 package httpproxy
 
 import (
+	"context"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // hedgedContinuable is gpt-4o hedged to mistral after 200 ms, both able
@@ -86,4 +88,44 @@ func TestHedgedStreamContinued(t *testing.T) {
 			t.Fatalf("failures: %s %d (want 1: the cut), %s %d (want 0: it lost)", gpt, n, mist, m)
 		}
 	})
+}
+
+// A client that disconnects while a hedge races: both upstream requests
+// are ended (their servers see their contexts end), and neither target
+// is told a failure by passive health (one would eject it here).
+func TestHedgeClientDisconnects(t *testing.T) {
+	t.Parallel()
+	pIn, pEnded, hIn, hEnded := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var f *fixture
+	hangs := func(w http.ResponseWriter, r *http.Request) { hang(f.release)(w, r) }
+	// One failure would eject a target: none may be reported.
+	f = newFixture(t, hedged("")+"engine: {passive_health: {consecutive_failures: 1}}\n", map[string][]reply{
+		gpt:    {noted(pIn, pEnded, hangs)},
+		claude: {noted(hIn, hEnded, hangs)},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := f.client.Do(f.request(chatBody("openai/gpt-4o")).WithContext(ctx))
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	awaitClosed(t, pIn, "the primary's request")
+	awaitClosed(t, hIn, "the hedge's request")
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the client's request succeeded after it was cancelled")
+	}
+	awaitClosed(t, pEnded, "the end of the primary's request")
+	awaitClosed(t, hEnded, "the end of the hedge's request")
+	f.sync()
+	for _, target := range []string{gpt, claude} {
+		i, _ := f.e.Compiled().Lookup(target)
+		if st := f.e.Actor().Snapshot().Lookup(i, time.Now().UnixNano()); st.Ejected || st.Until != 0 {
+			t.Fatalf("%s is ejected or blocked after the client left: %+v", target, st)
+		}
+	}
 }
