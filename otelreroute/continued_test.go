@@ -63,3 +63,38 @@ model_providers:
 		t.Fatalf("request span attributes %v; want reroute.attempts=2 and reroute.served_by=openai/gpt-4o", req)
 	}
 }
+
+// The span of an attempt that continues an answer says the wait the
+// engine added before it (none here), not the time since the span of the
+// answer it continues, which ended at that answer's commit point and so
+// spans the relay of the stream.
+func TestContinuationAttemptWait(t *testing.T) {
+	up := newUpstream(t,
+		sse(true, textChunk("Hel")),
+		sse(false, textChunk("lo"), `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`+"\n\n", "data: [DONE]\n\n"))
+	g := newGateway(t, `
+model_providers:
+  - model: openai/gpt-4o
+    base_url: `+up.srv.URL+`/v1
+    access_key: sk-test-OPENAI-key-1111
+    continuation: prefill
+    retry_policy: {default_strategy: same_model, on_timeout: {strategy: same_model, max_attempts: 3}}
+`)
+	if status, body := g.post(`{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"Say hello"}]}`); status != 200 || !strings.Contains(body, "reroute continued") {
+		t.Fatalf("status %d, body %s; want a continued stream", status, body)
+	}
+	var waits []string
+	for _, s := range g.spans.GetSpans() {
+		if s.Name != otelreroute.SpanAttempt {
+			continue
+		}
+		for _, a := range attrs(s.Attributes) {
+			if strings.HasPrefix(a, "reroute.wait_ms=") {
+				waits = append(waits, a)
+			}
+		}
+	}
+	if len(waits) != 1 || waits[0] != "reroute.wait_ms=0" {
+		t.Fatalf("attempt spans' waits %v; want the continuation's alone, 0", waits)
+	}
+}

@@ -191,7 +191,15 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 			if rq.last == a.Index {
 				kind = "same_target"
 			}
-			attrs = append(attrs, keyWait.Float64(ms(start.Sub(rq.lastEnd))), keyRetryKind.String(kind))
+			wait := start.Sub(rq.lastEnd)
+			if a.Continuation && rq.lastErr == "" {
+				// The attempt before was the answer being continued: its
+				// span ended at its commit point, not when its stream
+				// failed, so the time since says how long the stream was
+				// relayed. The engine's own wait is what it added.
+				wait = a.Wait
+			}
+			attrs = append(attrs, keyWait.Float64(ms(wait)), keyRetryKind.String(kind))
 			if rq.lastErr != "" {
 				attrs = append(attrs, keyRetryCause.String(rq.lastErr))
 			}
