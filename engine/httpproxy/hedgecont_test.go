@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // hedgedContinuable is gpt-4o hedged to mistral after 200 ms, both able
@@ -127,5 +130,38 @@ func TestHedgeClientDisconnects(t *testing.T) {
 		if st := f.e.Actor().Snapshot().Lookup(i, time.Now().UnixNano()); st.Ejected || st.Until != 0 {
 			t.Fatalf("%s is ejected or blocked after the client left: %+v", target, st)
 		}
+	}
+}
+
+// With debug logs on, the two calls of a hedged request that both fail
+// log their failures at once, each with the client body's SHA-256: the
+// digest, computed once per request, is shared between them without a
+// race (run with -race).
+func TestHedgeBothFailLogged(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.DebugLevel)
+	hedgeIn := make(chan struct{})
+	overloaded := respond(503, `{"error":{"message":"overloaded","type":"server_error"}}`)
+	f := newFixture(t, hedged(""), map[string][]reply{
+		gpt: {func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-hedgeIn:
+			case <-r.Context().Done():
+				return
+			}
+			overloaded(w, r)
+		}},
+		claude: {func(w http.ResponseWriter, r *http.Request) { close(hedgeIn); overloaded(w, r) }},
+	}, WithLogger(zap.New(core)))
+	resp, _ := f.call(chatBody("openai/gpt-4o"))
+	if resp.StatusCode != 503 && resp.StatusCode != 502 {
+		t.Fatalf("status %d, want the exhaustion", resp.StatusCode)
+	}
+	sums := map[string]bool{}
+	for _, e := range logs.FilterMessage("reroute upstream attempt failed").All() {
+		sums[e.ContextMap()["body_sha256"].(string)] = true
+	}
+	if len(sums) != 1 || len(logs.FilterMessage("reroute upstream attempt failed").All()) != 2 {
+		t.Fatalf("failures logged with digests %v; want both attempts, one digest", sums)
 	}
 }
