@@ -361,14 +361,16 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 		return Step{}, perr
 	}
 	// The hedge won while this call ran: this one was cancelled (or
-	// answered too late).
-	if r.won.Load() == 2 {
+	// answered too late). A deliverable answer whose claim fails lost the
+	// same way: the hedge claimed the win between the load and the claim.
+	deliverable := ctx.Err() == nil && m.Deliverable(&o)
+	if r.won.Load() == 2 || deliverable && !r.won.CompareAndSwap(0, 1) {
 		h := <-r.result
 		m.Abandon(&o, false)
 		m.took = h.took
 		return m.Observe(&h.o), nil
 	}
-	if ctx.Err() == nil && m.Deliverable(&o) && r.won.CompareAndSwap(0, 1) {
+	if deliverable {
 		r.hcancel(ErrAbandoned)
 		h := <-r.result
 		if h.perr != nil {

@@ -185,3 +185,45 @@ func TestHedgeAndClose(t *testing.T) {
 		})
 	})
 }
+
+// TestHedgeTieReportsOneSuccess: the attempt and its hedge answer at the
+// same instant, 200 times: whichever is delivered, the hooks hear of
+// exactly one success, the delivered attempt's, and of the other as
+// abandoned, never as a second success. (The window this guards, the hedge
+// claiming the win between the attempt's two looks at the claim, is a few
+// instructions wide: the test exercises the tie, it cannot force the
+// window.)
+func TestHedgeTieReportsOneSuccess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hl hookLog
+		e := mustEngine(t, hedgeConfig("{delay_ms: 2000}", ""), WithHooks(hl.hooks()))
+		defer e.Close()
+		s := newScript(map[string]time.Duration{hPrimary: 3 * time.Second, hFallback: time.Second}, nil)
+		for i := range 200 {
+			hl.mu.Lock()
+			hl.attempts = hl.attempts[:0]
+			hl.mu.Unlock()
+			res, err := e.Do(testContext(t), hPrimary, s.call)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hl.mu.Lock()
+			var successes, abandoned int
+			for _, a := range hl.attempts {
+				switch {
+				case a.Abandoned:
+					abandoned++
+				case a.Class == policy.Success:
+					successes++
+					if a.Number != res.Number {
+						t.Fatalf("request %d: a success reported for attempt %d, delivered %d", i, a.Number, res.Number)
+					}
+				}
+			}
+			hl.mu.Unlock()
+			if successes != 1 || abandoned != 1 {
+				t.Fatalf("request %d: %d successes and %d abandoned attempts reported (%+v); want 1 and 1", i, successes, abandoned, hl.attempts)
+			}
+		}
+	})
+}
