@@ -89,7 +89,7 @@ func (e *Engine) Continue(ctx context.Context, prev Result, cause error, can fun
 	m.begin(&e.env, s, int(prev.primary))
 	m.ctx = ctx
 	e.setDeadline(ctx, &m)
-	r := resumption{from: int(prev.target), attempts: prev.Attempts, cause: cause, can: can}
+	r := resumption{from: int(prev.target), number: prev.Number, attempts: prev.Attempts, cause: cause, can: can}
 	if c := prev.cont; c != nil {
 		r.cuts, r.cutAt = c.cuts, c.cutAt
 	}
@@ -100,6 +100,7 @@ func (e *Engine) Continue(ctx context.Context, prev Result, cause error, can fun
 // resumption is where a continuation starts from.
 type resumption struct {
 	from     int              // the target whose committed answer failed
+	number   int              // that answer's attempt number: with a hedge, not always the last
 	attempts int              // the request's attempts up to that answer
 	cuts     int              // the failures after commit before that answer (it was a continuation)
 	cutAt    int64            // when the first of those happened
@@ -131,8 +132,12 @@ func (m *Machine) resume(r resumption) Step {
 	c := &resumed{can: r.can, cuts: r.cuts + 1}
 	m.cont = c
 	m.attempts, m.current, m.moved = r.attempts, r.from, r.from != m.primary
+	if r.number == 0 {
+		r.number = r.attempts // a Result made by a driver that does not number attempts
+	}
+	m.curNum = int32(r.number)
 	m.markTried(r.from)
-	m.record(FailedAttempt{Target: m.name(r.from), Number: r.attempts, Class: policy.Timeout, Err: r.cause})
+	m.record(FailedAttempt{Target: m.name(r.from), Number: r.number, Class: policy.Timeout, Err: r.cause})
 	if m.rules == nil || !m.rules.ContinueStreams {
 		return m.fail(ReasonProviders, false)
 	}

@@ -109,6 +109,7 @@ func (m *Machine) Hedge() Step {
 	if m.hedged || m.rules == nil || m.rules.Hedge == nil || m.hedgeNum != 0 || m.env.hedges == nil {
 		return Step{}
 	}
+	delay := m.hedgeIn            // the delay waited, for the event
 	m.hedged, m.hedgeIn = true, 0 // whatever is decided now: the moment has passed
 	if !m.virtual {
 		m.haveNow = false
@@ -148,26 +149,12 @@ func (m *Machine) Hedge() Step {
 		m.moved = true
 	}
 	if m.env.hooks.Hedge != nil {
-		m.env.hooks.Hedge(HedgeEvent{From: m.name(m.current), To: m.name(t), FromIndex: m.current, ToIndex: t, Number: m.attempts, Delay: m.hedgeDelayOf()})
+		m.env.hooks.Hedge(HedgeEvent{From: m.name(m.current), To: m.name(t), FromIndex: m.current, ToIndex: t, Number: m.attempts, Delay: delay})
 	}
 	if m.env.debug {
 		m.logDebug("reroute hedge started", zap.String("from", m.name(m.current)), zap.String("to", m.name(t)), zap.Int("attempt", m.attempts), zap.Int("fallback_position", pos))
 	}
 	return Step{Kind: StepAttempt, Target: t}
-}
-
-// hedgeDelayOf is the delay the hedge just started waited, for its event.
-func (m *Machine) hedgeDelayOf() time.Duration {
-	h := m.rules.Hedge
-	if h.Percentile == 0 {
-		return h.Delay
-	}
-	var p time.Duration
-	var ok bool
-	if m.env.ttfb != nil {
-		p, ok = m.env.ttfb.TTFB(m.current, h.PercentileIndex)
-	}
-	return h.DelayFor(p, ok)
 }
 
 // HedgeTarget returns the target of the hedge in flight, or -1.
@@ -374,14 +361,16 @@ func (e *Engine) race(ctx context.Context, sm *Machine, st Step, call Call) (Ste
 		return Step{}, perr
 	}
 	// The hedge won while this call ran: this one was cancelled (or
-	// answered too late).
-	if r.won.Load() == 2 {
+	// answered too late). A deliverable answer whose claim fails lost the
+	// same way: the hedge claimed the win between the load and the claim.
+	deliverable := ctx.Err() == nil && m.Deliverable(&o)
+	if r.won.Load() == 2 || deliverable && !r.won.CompareAndSwap(0, 1) {
 		h := <-r.result
 		m.Abandon(&o, false)
 		m.took = h.took
 		return m.Observe(&h.o), nil
 	}
-	if ctx.Err() == nil && m.Deliverable(&o) && r.won.CompareAndSwap(0, 1) {
+	if deliverable {
 		r.hcancel(ErrAbandoned)
 		h := <-r.result
 		if h.perr != nil {

@@ -537,8 +537,7 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 	if !m.virtual {
 		m.haveNow = false
 	}
-	t, took := m.current, m.took
-	m.took = 0
+	t := m.current
 	class, event, measured := m.rules.Classify(o)
 	m.last, m.lastClass = *o, class
 	if m.env.hooks.Attempt != nil || m.env.hooks.Latency != nil || event {
@@ -558,14 +557,15 @@ func (m *Machine) Observe(o *policy.Outcome) Step {
 		}
 		m.flushFailure() // the request ends: nothing is held back past it
 		m.shard.count(t, countSuccesses)
-		if took > 0 {
-			m.sampleTTFB(t, took)
+		if m.took > 0 {
+			m.sampleTTFB(t, m.took) // and clears it
 		}
 		if m.attempts > 1 && m.env.debug {
 			m.logDebug("reroute retry succeeded", zap.String("target", m.name(t)), zap.Int("attempts", m.attempts))
 		}
 		return Step{Kind: StepDone}
 	}
+	m.took = 0 // a failed call's time is no sample of its target's time to first token
 	act, key := m.failure(t, int(m.curNum), o, class)
 	m.newDecision()
 	m.curFails++

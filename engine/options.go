@@ -135,7 +135,9 @@ type Hooks struct {
 	// its number among consecutive ejections (1, or more after failed
 	// probes). Recovered is called when an ejected one recovers. Probe is
 	// called on a request's goroutine when the request wins the one probe
-	// of a half-open target. Under WithHealth only Probe is called.
+	// of a half-open target (for a hedge that goes to one, on the
+	// goroutine that starts the hedge, as Hedge). Under WithHealth only
+	// Probe is called.
 	Ejected   func(id string, d time.Duration, n int)
 	Recovered func(id string)
 	Probe     func(target string)
@@ -156,10 +158,10 @@ type Hooks struct {
 
 // HedgeEvent describes a hedge started beside a slow attempt.
 type HedgeEvent struct {
-	From, To           string // the slow attempt's target and the hedge's
-	FromIndex, ToIndex int    // their indices in the compiled configuration
-	Number             int    // the hedge's attempt number
-	Delay              time.Duration
+	From, To           string        // the slow attempt's target and the hedge's
+	FromIndex, ToIndex int           // their indices in the compiled configuration
+	Number             int           // the hedge's attempt number
+	Delay              time.Duration // how long the slow attempt ran before its hedge: the delay decided when it started
 }
 
 // AttemptEvent describes one finished attempt.

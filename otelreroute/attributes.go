@@ -25,6 +25,7 @@ const (
 	keyTarget     = attribute.Key("reroute.target")
 	keyNumber     = attribute.Key("reroute.attempt.number")
 	keyContinues  = attribute.Key("reroute.attempt.continuation")
+	keyAbandoned  = attribute.Key("reroute.attempt.abandoned")
 	keyClass      = attribute.Key("reroute.attempt.class")
 	keyWait       = attribute.Key("reroute.wait_ms")
 	keyRetryKind  = attribute.Key("reroute.retry.kind")

@@ -191,7 +191,15 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 			if rq.last == a.Index {
 				kind = "same_target"
 			}
-			attrs = append(attrs, keyWait.Float64(ms(start.Sub(rq.lastEnd))), keyRetryKind.String(kind))
+			wait := start.Sub(rq.lastEnd)
+			if a.Continuation && rq.lastErr == "" {
+				// The attempt before was the answer being continued: its
+				// span ended at its commit point, not when its stream
+				// failed, so the time since says how long the stream was
+				// relayed. The engine's own wait is what it added.
+				wait = a.Wait
+			}
+			attrs = append(attrs, keyWait.Float64(ms(wait)), keyRetryKind.String(kind))
 			if rq.lastErr != "" {
 				attrs = append(attrs, keyRetryCause.String(rq.lastErr))
 			}
@@ -215,6 +223,18 @@ func (t *Tracer) attempt(ctx context.Context, a engine.Attempt, call engine.Call
 	o := call(ctx, a)
 	end := t.clock.Now()
 	ended = true
+	if errors.Is(context.Cause(ctx), engine.ErrAbandoned) {
+		// It lost to the other attempt of a hedge's race: neither a
+		// success nor a failure, as the engine counts it.
+		span.SetAttributes(keyAbandoned.Bool(true))
+		span.End(trace.WithTimestamp(end))
+		if rq != nil {
+			rq.mu.Lock()
+			rq.attempts++
+			rq.mu.Unlock()
+		}
+		return o
+	}
 
 	// The class the policy gives the outcome as call returned it; the
 	// span's duration stands in for a latency call did not report, as the

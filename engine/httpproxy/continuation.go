@@ -59,11 +59,14 @@ type continuation struct {
 	stop string
 	// rejected: the targets that rejected a continuation in this request.
 	rejected []int
-	// bodies: the continuation body of each target of the current
-	// continuation, built on first use; reset for each continuation, as
-	// the text grows.
+	// bodies: the continuation body of each target the current
+	// continuation has attempted, built on first use; reset for each
+	// continuation, as the text grows.
 	bodies map[int][]byte
-	n      int // continuations run so far
+	// dialects: whether the client's body can be continued in each
+	// dialect asked about (canContinue); it does not depend on the text.
+	dialects []dialectVerdict
+	n        int // continuations run so far
 }
 
 // chunkView is what the continuation reads of a chunk.
@@ -277,42 +280,66 @@ func isConnectionLost(err error) bool {
 // canContinue is the engine's filter of the continuation's candidates:
 // a target with a continuation dialect, that has not rejected one (in this
 // request, or in any within the rejection TTL), and for which the
-// continuation body can be built.
+// continuation body can be built. It builds no body: the engine asks about
+// every candidate of a random pick, and a body per candidate (the client's
+// body and the text delivered, each) would make a continuation's memory
+// grow with the configuration. Whether a body can be built depends only on
+// the client's body and the dialect, so the answer is kept per dialect.
 func (rq *request) canContinue(t int) bool {
 	h := rq.h
-	if h.dialect[t] == policy.ContinueNone || h.noCont[t].Load() > time.Now().UnixNano() {
+	d := h.dialect[t]
+	if d == policy.ContinueNone || h.noCont[t].Load() > time.Now().UnixNano() {
 		return false
 	}
-	for _, r := range rq.cont.rejected {
+	c := rq.cont
+	for _, r := range c.rejected {
 		if r == t {
 			return false
 		}
 	}
-	return rq.contBody(t) != nil
+	if len(c.text) == 0 {
+		return true // the client's request as it was (contBody)
+	}
+	for _, v := range c.dialects {
+		if v.d == d {
+			return v.ok
+		}
+	}
+	_, err := continuationBody(rq.body, d, "")
+	if err != nil && h.debug {
+		h.log.Debug("reroute continuation body cannot be built", zap.String("request_id", rq.id), zap.String("continuation", string(d)), zap.Error(err))
+	}
+	c.dialects = append(c.dialects, dialectVerdict{d, err == nil})
+	return err == nil
 }
 
-// contBody returns the continuation body of target t, nil when it cannot
-// be built. With no text delivered yet (a stream cut after its role chunk)
-// it is the client's request as it was: there is nothing to continue, and
-// an empty assistant message is refused by some providers.
-func (rq *request) contBody(t int) []byte {
+// dialectVerdict says whether the client's body can be continued in a
+// dialect.
+type dialectVerdict struct {
+	d  policy.Continuation
+	ok bool
+}
+
+// contBody returns the continuation body of target t, which canContinue
+// accepted, built when the engine makes an attempt to t. With no text
+// delivered yet (a stream cut after its role chunk) it is the client's
+// request as it was: there is nothing to continue, and an empty assistant
+// message is refused by some providers.
+func (rq *request) contBody(t int) ([]byte, error) {
 	c := rq.cont
 	if b, ok := c.bodies[t]; ok {
-		return b
+		return b, nil
 	}
 	tg := &rq.h.targets[t]
 	b := rq.bodyFor(tg.model)
 	if len(c.text) > 0 {
 		var err error
 		if b, err = continuationBody(b, rq.h.dialect[t], string(c.text)); err != nil {
-			if rq.h.debug {
-				rq.h.log.Debug("reroute continuation body not built", zap.String("request_id", rq.id), zap.String("target", tg.id), zap.Error(err))
-			}
-			b = nil
+			return nil, err
 		}
 	}
 	c.bodies[t] = b
-	return b
+	return b, nil
 }
 
 // rejected records that target t rejected a continuation request: not

@@ -15,8 +15,11 @@ import (
 
 // deliver relays the answer the engine delivered. It writes nothing
 // before the attempt has produced its first byte: for a stream, Do
-// returned at the first event; otherwise the body is already read.
-func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
+// returned at the first event; otherwise the body is already read. It
+// returns the Result the answer ended with: res, or, for a stream that
+// was continued, the last continuation's (its Attempts count every
+// attempt of the request).
+func (rq *request) deliver(w http.ResponseWriter, res engine.Result) engine.Result {
 	at := rq.cur
 	h := w.Header()
 	if err := res.Outcome.Err; err != nil || at == nil || at.resp == nil {
@@ -35,7 +38,7 @@ func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
 			code, msg := failureBeforeCommit(err)
 			writeError(w, http.StatusBadGateway, rq.id, "server_error", msg, "", code)
 		}
-		return
+		return res
 	}
 	conn := at.resp.Header["Connection"]
 	for k, v := range at.resp.Header {
@@ -51,7 +54,7 @@ func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
 	h.Set("X-Reroute-Target", res.Target)
 	switch {
 	case at.stream:
-		rq.relay(w, res, at)
+		return rq.relay(w, res, at)
 	case !at.rest:
 		h.Set("Content-Length", strconv.Itoa(len(at.held)))
 		w.WriteHeader(at.resp.StatusCode)
@@ -59,6 +62,7 @@ func (rq *request) deliver(w http.ResponseWriter, res engine.Result) {
 	default:
 		rq.relayBody(w, res, at)
 	}
+	return res
 }
 
 // dropResponseHeader lists the upstream headers not relayed: hop-by-hop,
@@ -126,14 +130,14 @@ func (rq *request) relayBody(w http.ResponseWriter, res engine.Result, at *attem
 // client gets an in-band error event, after which the stream is closed
 // without [DONE]. An error event of the upstream's own is relayed as it
 // was sent and ends the stream the same way.
-func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) {
+func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) engine.Result {
 	rc := http.NewResponseController(w)
 	w.WriteHeader(at.resp.StatusCode)
 	if rq.cont != nil {
 		rq.cont.observeEvents(at.held)
 	}
 	if _, err := w.Write(at.held); err != nil {
-		return
+		return res
 	}
 	at.held = nil
 	_ = rc.Flush()
@@ -149,6 +153,7 @@ func (rq *request) relay(w http.ResponseWriter, res engine.Result, at *attempt) 
 		_, _ = w.Write(streamErrorEvent(err, rq.id))
 		_ = rc.Flush()
 	}
+	return res
 }
 
 // pump relays a committed stream's events after its held ones, until it

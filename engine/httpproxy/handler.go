@@ -256,7 +256,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rq.renderError(w, err)
 	} else {
 		rq.pick(res.Number)
-		rq.deliver(w, res)
+		res = rq.deliver(w, res) // a continued stream ends with its continuation's
 	}
 	if end != nil {
 		end(res, err)

@@ -213,7 +213,9 @@ func WithStreamHooks(h StreamHooks) Option {
 // carries (a tracing span) is in every attempt's context; end is called
 // once, on the same goroutine, after the answer has been relayed to the
 // client (a stream to its end) or the error rendered, with what the
-// engine returned. end may be nil. Requests refused before the engine
+// engine returned (for a stream that was continued, the last
+// continuation's Result, whose Attempts count every attempt). end may be
+// nil. Requests refused before the engine
 // (invalid body, unknown model) are not traced.
 type RequestTracer func(ctx context.Context, model string) (context.Context, func(engine.Result, error))
 

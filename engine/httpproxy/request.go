@@ -23,8 +23,10 @@ type request struct {
 	body []byte // the client's body, as it came
 	sent string // the model the client's body names
 	sum  string // SHA-256 of body, hex; see bodySum
-	hdr  http.Header
-	cur  *attempt // the delivered attempt, chosen by pick after Do succeeds
+	// sumOnce guards sum: a hedged request's two calls may log at once.
+	sumOnce sync.Once
+	hdr     http.Header
+	cur     *attempt // the delivered attempt, chosen by pick after Do succeeds
 
 	mu   sync.Mutex
 	alt  []altBody
@@ -179,11 +181,12 @@ func (rq *request) pick(n int) {
 }
 
 // bodySum is the SHA-256 of the client's body, the request's identity in
-// logs (docs/gateway.md#what-happens-to-a-request). Computed only when something is logged.
+// logs (docs/gateway.md#what-happens-to-a-request). Computed only when
+// something is logged, once, on whichever goroutine logs first.
 func (rq *request) bodySum() string {
-	if rq.sum == "" {
+	rq.sumOnce.Do(func() {
 		s := sha256.Sum256(rq.body)
 		rq.sum = hex.EncodeToString(s[:])
-	}
+	})
 	return rq.sum
 }

@@ -136,9 +136,15 @@ func (rq *request) call(actx context.Context, a engine.Attempt) policy.Outcome {
 	if rq.h.own && t.limits.Connect > 0 {
 		rctx = context.WithValue(rctx, connectKey{}, t.limits.Connect)
 	}
+	var err error
 	body := rq.bodyFor(t.model)
 	if a.Continuation && rq.cont != nil {
-		body = rq.contBody(a.Index) // the engine asks only targets that have one (canContinue)
+		// The engine asks only targets that can have one (canContinue).
+		if body, err = rq.contBody(a.Index); err != nil {
+			o := rq.transportOutcome(at, fmt.Errorf("reroute/httpproxy: continuation body of %s: %w", t.id, err), 0)
+			o.NoSameTarget = true
+			return o
+		}
 	}
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
