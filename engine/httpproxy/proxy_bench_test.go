@@ -193,34 +193,39 @@ func BenchmarkStreamRelay(b *testing.B) {
 
 // BenchmarkStreamEvent is the relay's own work per event, without sockets:
 // reading one chunk of an in-memory stream with the SSE reader ("read"),
-// and that plus following its choices' finish_reasons, as the relay does
-// for every chunk ("read+ends").
+// that plus following its choices' finish_reasons, as the relay does for
+// every chunk ("read+ends"), and that plus keeping the delivered text, as
+// it does for a stream that may be continued ("read+ends+continuable").
 func BenchmarkStreamEvent(b *testing.B) {
 	ev := []byte(chunk("gpt-4o-2024-08-06", " token"))
 	stream := bytes.Repeat(ev, 256)
-	for _, ends := range []bool{false, true} {
-		name := "read"
-		if ends {
-			name = "read+ends"
-		}
+	for _, name := range []string{"read", "read+ends", "read+ends+continuable"} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(ev)))
 			src := bytes.NewReader(stream)
 			r := &sseReader{br: bufio.NewReaderSize(src, 8<<10)}
 			var c choiceEnds
+			var cont continuation
 			for b.Loop() {
 				_, _, data, err := r.next()
 				if err == io.EOF {
 					src.Reset(stream)
 					r.br.Reset(src)
+					cont.text = cont.text[:0]
 					_, _, data, err = r.next()
 				}
 				if err != nil {
 					b.Fatal(err)
 				}
-				if ends {
+				if name != "read" {
 					c.observe(data)
+				}
+				if name == "read+ends+continuable" {
+					cont.observe(data)
+					if cont.stop != "" {
+						b.Fatalf("stopped: %s", cont.stop)
+					}
 				}
 			}
 		})
