@@ -319,8 +319,8 @@ func (a *Actor) Blocks(ctx context.Context) ([]Block, error) {
 }
 
 // Sync is a barrier: when it returns nil, every report this goroutine made
-// before calling it (and every other report accepted before the actor
-// received the call) has been applied, blocks that have ended by the
+// before calling it (and every other report, and every Import, accepted
+// before the actor received the call) has been applied, blocks that have ended by the
 // actor's clock have been dropped, and the resulting snapshot is published.
 // It returns ctx.Err() if ctx ends first and [ErrStopped] after Stop.
 // It costs a round trip to the actor; it is meant for tests, the simulator
@@ -408,6 +408,9 @@ func (a *Actor) loop(stop <-chan struct{}) {
 			a.applyImports(im)
 		case req := <-a.queryc:
 			a.drain(false)
+			if len(a.importc) > 0 {
+				a.applyImports(<-a.importc) // imports accepted before the query, too
+			}
 			a.ttfbPublish()
 			now := a.expire()
 			var out []Block

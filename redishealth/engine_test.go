@@ -107,6 +107,11 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	// A new replica loads both.
 	c := newGateway(t, srv, baseConfig)
 	waitFor(t, "C to connect", c.connected)
+	// Connected means loaded and handed to the actor; Sync waits until
+	// the actor has applied what it was handed.
+	if err := c.e.Actor().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	snap := c.e.Actor().Snapshot()
 	if !snap.Lookup(tGPT4o, nowNs()).Blocked(nowNs()) || !snap.Lookup(tClaude, nowNs()).Blocked(nowNs()) {
 		t.Fatalf("C did not load the live facts: %+v", c.s.Stats())
