@@ -2,6 +2,7 @@ package redishealth
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
@@ -131,6 +132,8 @@ func TestRecoveryReplayedAfterReconnect(t *testing.T) {
 		n, _ := ejection(t, b.a, tGPT4o)
 		return n == 0
 	})
+	// B may hear of the replay before A has counted it.
+	waitFor(t, "A to count the replay", func() bool { return a.s.Stats().Replayed >= 1 })
 	if st := a.s.Stats(); st.Replayed != 1 {
 		t.Errorf("replayed %d recoveries, want 1", st.Replayed)
 	}
@@ -256,6 +259,8 @@ func TestRecoveryReplayedAfterTheNextSend(t *testing.T) {
 		n, _ := ejection(t, b.a, tGPT4o)
 		return n == 0
 	})
+	// B may hear of the replay before A has counted it.
+	waitFor(t, "A to count the replay", func() bool { return a.s.Stats().Replayed >= 1 })
 	if st := a.s.Stats(); st.Replayed != 1 {
 		t.Errorf("replayed %d, want 1 (gpt-4o's; gpt-4o-mini's was superseded)", st.Replayed)
 	}
@@ -301,5 +306,56 @@ func TestStrikesInMessagesOfTheirOwn(t *testing.T) {
 	}
 	if kinds[kindStrike] != 1 || kinds[kindEjected] != 1 {
 		t.Fatalf("kinds received %v, want a strike and an ejection", kinds)
+	}
+}
+
+// A replica that missed a recovery's message (it was not subscribed when
+// it went out) finds the recovery's mark at its next connection: its own
+// copy of the ejection, which began before the recovery, is ended rather
+// than written back; an ejection that may be newer than the mark is kept.
+func TestRecoveryMarkEndsAMissedEjection(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newReplica(t, srv, baseConfig)
+	b.waitConnected(t)
+	ctx := testCtx(t)
+	now := nowNs()
+	// Ejected for 1 s (the first cooldown) and for 3 s; the recovery
+	// mark says a probe succeeded at the end of the first (another
+	// replica probed when the shared ejection ended). The second ends
+	// later than a cooldown after that, so it may be newer.
+	for _, f := range []health.Fact{
+		{Name: "openai/gpt-4o", Kind: health.Ejected, Until: now + sec, Ejections: 1},
+		{Name: "openai/gpt-4o-mini", Kind: health.Ejected, Until: now + 3*sec, Ejections: 2},
+	} {
+		if err := b.a.Import(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, srv)
+	for _, name := range []string{"openai/gpt-4o", "openai/gpt-4o-mini"} {
+		if err := raw.Set(ctx, "reroute:recovered:t:"+name, strconv.FormatInt(now+sec, 10), time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.s.resync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := ejection(t, b.a, tGPT4o); n != 0 {
+		t.Error("gpt-4o's ejection began before the recovery and was kept")
+	}
+	if n, _ := ejection(t, b.a, tMini); n == 0 {
+		t.Error("gpt-4o-mini's ejection may be newer than the recovery and was ended")
+	}
+	if left, err := raw.Exists(ctx, "reroute:fact:ejected:t:openai/gpt-4o").Result(); err != nil || left != 0 {
+		t.Errorf("gpt-4o's ended ejection was written back (%d keys, %v)", left, err)
+	}
+	if left, err := raw.Exists(ctx, "reroute:fact:ejected:t:openai/gpt-4o-mini").Result(); err != nil || left != 1 {
+		t.Errorf("gpt-4o-mini's live ejection was not written back (%d keys, %v)", left, err)
 	}
 }

@@ -2,6 +2,7 @@ package redishealth
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -175,6 +176,17 @@ func (s *Sharer) replay(ctx context.Context, live map[string]bool) error {
 		// Stored ejections that end before this were made before the
 		// recovery.
 		older := time.Duration(r.at + int64(shortest)*8/10 - now).Milliseconds()
+		// The mark first: a replica that misses the message below finds
+		// it at its own connection (recovered.go).
+		if ttl := s.markTTL(r.w.Provider, r.w.Name); ttl > 0 {
+			if err := s.rdb.Set(ctx, s.recoveredKey(r.w.Provider, r.w.Name), strconv.FormatInt(r.at, 10), ttl).Err(); err != nil {
+				s.unsentRecoveries.keepOne(s, r)
+				for _, rest := range pending {
+					s.unsentRecoveries.keepOne(s, rest)
+				}
+				return err
+			}
+		}
 		msg := encodeMessage(s.id, time.Now().UnixNano(), []wireFact{r.w})
 		published, err := replayScript.Run(ctx, s.rdb, []string{key}, older, s.cfg.Channel, msg).Int()
 		if err != nil {

@@ -298,6 +298,7 @@ func (s *Sharer) store(ctx context.Context, p redis.Pipeliner, f wireFact) {
 		return
 	case f.Kind == kindRecovered:
 		p.Del(ctx, s.factKey(f))
+		s.markRecovered(ctx, p, f.Provider, f.Name, s.clock.Now().UnixNano())
 		return
 	}
 	ms := max(f.D/int64(time.Millisecond), 1)
@@ -537,13 +538,31 @@ func (s *Sharer) resync() error {
 	now := s.clock.Now().UnixNano()
 	var live []wireFact
 	ejected := map[string]bool{}
+	ends := map[string]int64{} // a live ejection's end, by its fact key
 	for _, b := range blocks {
 		f := health.Fact{Name: b.Name, Provider: b.ID >= s.c.NumTargets(), Kind: b.Kind, Until: b.Until, Ejections: b.Ejections}
 		if w, ok := toWire(f, now); ok {
 			live = append(live, w)
 			if w.Kind == kindEjected {
 				ejected[s.factKey(w)] = true
+				ends[s.factKey(w)] = b.Until
 			}
+		}
+	}
+	// An ejection another replica's probe ended while this one was away
+	// (recovered.go) is ended here, not written back.
+	gone, err := s.superseded(ctx, live, ends)
+	if err != nil {
+		return err
+	}
+	if len(gone) > 0 {
+		s.endSuperseded(live, gone)
+		live = slices.DeleteFunc(live, func(w wireFact) bool {
+			_, ok := gone[s.factKey(w)]
+			return ok && w.Kind == kindEjected
+		})
+		for k := range gone {
+			delete(ejected, k)
 		}
 	}
 	// Stored first, then published: a replica that subscribes later loads
