@@ -18,12 +18,14 @@ import (
 // Its contract is json.Unmarshal's into chunkView, byte for byte: the same
 // chunks are unreadable (any syntax error anywhere in the chunk, or a
 // member chunkView reads holding the wrong type), the same text is kept,
-// and the same reasons stop it. Two cheaper designs were measured and
-// rejected: json.Unmarshal itself (1.7 µs and 15 allocations per chunk)
-// and json.Valid followed by the structural scanner of model.go (json.Valid
-// alone costs 470 ns on a typical 190-byte chunk, most of the budget, and
-// the scanner does not check types). So chunkReader validates as it walks,
-// strictly, where the scanner of model.go is only structural.
+// and the same reasons stop it. Two other designs were measured and
+// rejected: json.Unmarshal itself (about 2 µs and 15 allocations per
+// chunk, BenchmarkStreamEvent) and json.Valid followed by the structural
+// scanner of model.go (json.Valid alone costs 470 ns on a typical 191-byte
+// chunk, three times chunkReader's whole pass, and the scanner checks no
+// type). So chunkReader validates as it walks, strictly, where the scanner
+// of model.go is only structural; it reuses that scanner's white space and
+// byte reading.
 //
 // A few shapes are left to json.Unmarshal (observeSlow), because its rules
 // for them are intricate and no upstream sends them: a key chunkView might
