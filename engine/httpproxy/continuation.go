@@ -69,7 +69,8 @@ type continuation struct {
 	n        int // continuations run so far
 }
 
-// chunkView is what the continuation reads of a chunk.
+// chunkView is what the continuation reads of a chunk, as json.Unmarshal
+// decodes it: the contract of chunkReader, and its slow path.
 type chunkView struct {
 	ID      json.RawMessage `json:"id"`
 	Model   json.RawMessage `json:"model"`
@@ -88,31 +89,52 @@ type chunkView struct {
 // present reports a JSON value that is there and not null.
 func present(v json.RawMessage) bool { return len(v) > 0 && string(v) != "null" }
 
-// observe reads one data chunk of the answer the client gets.
+// observe reads one data chunk of the answer the client gets, with
+// chunkReader (continuation_chunk.go): it allocates only to grow the text,
+// and to keep the first chunk's id, model and created.
 func (c *continuation) observe(data []byte) {
 	if c.stop != "" {
 		return
 	}
+	kept := len(c.text)
+	r := chunkReader{scanner: scanner{b: data}, text: c.text}
+	switch r.read() {
+	case chunkBad:
+		c.text, c.stop = r.text[:kept], stopUnreadable
+		return
+	case chunkSlow:
+		c.text = r.text[:kept]
+		c.observeSlow(data)
+		return
+	}
+	if c.id == nil {
+		c.id, c.model, c.created = r.keep()
+	}
+	c.text, c.stop = r.text, r.stop
+	if r.long {
+		c.text = nil
+	}
+}
+
+// observeSlow is observe by json.Unmarshal, for the shapes chunkReader
+// leaves to it.
+func (c *continuation) observeSlow(data []byte) {
 	var ch chunkView
 	if err := json.Unmarshal(data, &ch); err != nil {
-		c.stop = "a chunk the gateway cannot read"
+		c.stop = stopUnreadable
 		return
 	}
 	if c.id == nil {
 		c.id, c.model, c.created = ch.ID, ch.Model, ch.Created
 	}
 	for _, x := range ch.Choices {
+		stop := choiceStop(x.Index != 0, present(x.Delta.ToolCalls) || present(x.Delta.FunctionCall),
+			x.FinishReason != nil && *x.FinishReason != "")
 		switch {
-		case x.Index != 0:
-			c.stop = "a chunk of another choice than 0"
-		case present(x.Delta.ToolCalls) || present(x.Delta.FunctionCall):
-			// A call's arguments cut halfway cannot be handed to another
-			// target as text.
-			c.stop = "a tool call in flight"
-		case x.FinishReason != nil && *x.FinishReason != "":
-			c.stop = "the answer's finish_reason was sent"
+		case stop != "":
+			c.stop = stop
 		case x.Delta.Content != nil && len(c.text)+len(*x.Delta.Content) > MaxContinuationText:
-			c.stop, c.text = "an answer longer than MaxContinuationText", nil
+			c.stop, c.text = stopTooLong, nil
 		case x.Delta.Content != nil:
 			c.text = append(c.text, *x.Delta.Content...)
 			continue
