@@ -167,7 +167,7 @@ func (r *chunkReader) top() bool {
 	}
 	seenChoices := false
 	for {
-		f, ok := r.key(topNames)
+		f, ok := r.key(topNames, nil)
 		if !ok {
 			return false
 		}
@@ -252,15 +252,9 @@ func (r *chunkReader) choice(x *choiceView) bool {
 	}
 	var seen [3]bool
 	for {
-		f, ok := r.key(choiceNames)
+		f, ok := r.key(choiceNames, &seen)
 		if !ok {
 			return false
-		}
-		if f >= 0 {
-			if seen[f] {
-				return r.slow()
-			}
-			seen[f] = true
 		}
 		switch f {
 		case fIndex:
@@ -306,15 +300,9 @@ func (r *chunkReader) delta(x *choiceView) bool {
 	}
 	var seen [3]bool
 	for {
-		f, ok := r.key(deltaNames)
+		f, ok := r.key(deltaNames, &seen)
 		if !ok {
 			return false
-		}
-		if f >= 0 {
-			if seen[f] {
-				return r.slow()
-			}
-			seen[f] = true
 		}
 		start := r.i
 		switch f {
@@ -393,8 +381,11 @@ func (r *chunkReader) apply(x *choiceView) {
 
 // key reads a member's key and its colon, and returns the index of the
 // key in names, -1 for a key json.Unmarshal would ignore. A key it might
-// match other than by its exact spelling is left to it.
-func (r *chunkReader) key(names []string) (int, bool) {
+// match other than by its exact spelling is left to it. seen, when not
+// nil, records the members of names read so far in the object, each of
+// which chunkView reads at most once: a repeated one is left to
+// json.Unmarshal too.
+func (r *chunkReader) key(names []string, seen *[3]bool) (int, bool) {
 	r.ws()
 	if r.peek() != '"' {
 		return -1, r.bad()
@@ -418,6 +409,12 @@ func (r *chunkReader) key(names []string) (int, bool) {
 	}
 	for f, n := range names {
 		if string(k) == n {
+			if seen != nil {
+				if seen[f] {
+					return f, r.slow()
+				}
+				seen[f] = true
+			}
 			return f, true
 		}
 	}
@@ -487,7 +484,7 @@ func (r *chunkReader) value(depth int) bool {
 		}
 		for {
 			if c == '{' {
-				if _, ok := r.key(nil); !ok {
+				if _, ok := r.key(nil, nil); !ok {
 					return false
 				}
 			}
