@@ -139,16 +139,13 @@ func keyAt(b, name []byte) int {
 // colon of a member (so the string was a key), and returns what follows the
 // colon and its white space.
 func keyValue(b []byte) (v []byte, key bool) {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	if i == len(b) || b[i] != ':' {
+	s := scanner{b: b}
+	s.ws()
+	if !s.eat(':') {
 		return nil, false
 	}
-	for i++; i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'); i++ {
-	}
-	return b[i:], true
+	s.ws()
+	return b[s.i:], true
 }
 
 // choice records one element of a chunk's "choices".
