@@ -300,11 +300,8 @@ type refusal struct {
 // body is held until then.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte, held int64, ref *refusal) {
 	max := h.opts.maxBody
-	tooLarge := &refusal{status: http.StatusRequestEntityTooLarge, code: "request_too_large",
-		msg: "The request body is larger than this gateway's limit of " + strconv.FormatInt(max, 10) + " bytes."}
 	if r.ContentLength > max {
-		tooLarge.close = true
-		return nil, 0, tooLarge
+		return nil, 0, tooLarge(max, true)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, 0, nil
@@ -346,7 +343,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 	var mbe *http.MaxBytesError
 	switch {
 	case more || errors.As(err, &mbe):
-		return nil, held, tooLarge
+		return nil, held, tooLarge(max, false)
 	case errors.Is(err, errNoMemory):
 		return nil, held, &refusal{status: http.StatusServiceUnavailable, code: "gateway_busy", close: true, retryAfter: true,
 			msg: "The gateway is holding as many request bodies as its memory limit of " + strconv.FormatInt(limit, 10) + " bytes allows; retry the request."}
@@ -357,6 +354,13 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 		return nil, held, &refusal{status: http.StatusBadRequest, code: "", close: true, msg: "The request body could not be read."}
 	}
 	return buf, held, nil
+}
+
+// tooLarge is the refusal of a body larger than max. It is built only for
+// a body refused: a request that is served does not pay for its message.
+func tooLarge(max int64, close bool) *refusal {
+	return &refusal{status: http.StatusRequestEntityTooLarge, code: "request_too_large", close: close,
+		msg: "The request body is larger than this gateway's limit of " + strconv.FormatInt(max, 10) + " bytes."}
 }
 
 // requestID returns the client's x-request-id, or a new random one. An
