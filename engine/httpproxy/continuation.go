@@ -260,9 +260,7 @@ func (rq *request) continueStream(w http.ResponseWriter, rc *http.ResponseContro
 		ce.Write(zap.String("request_id", rq.id), zap.String("from", res.Target), zap.String("target", next.Target),
 			zap.Int("attempt", next.Attempts), zap.Int("delivered_bytes", len(c.text)))
 	}
-	// A target id is the configuration's; a line break in one would end
-	// the comment early.
-	comment := ": reroute continued target=" + strings.NewReplacer("\n", " ", "\r", " ").Replace(next.Target) + " attempt=" + strconv.Itoa(next.Attempts) + "\n\n"
+	comment := ": reroute continued target=" + oneLine.Replace(next.Target) + " attempt=" + strconv.Itoa(next.Attempts) + "\n\n"
 	if _, err := io.WriteString(w, comment); err != nil {
 		return next, at, true // the client has gone: the relay finds out
 	}
@@ -270,6 +268,11 @@ func (rq *request) continueStream(w http.ResponseWriter, rc *http.ResponseContro
 	_ = rc.Flush()
 	return next, at, true
 }
+
+// oneLine keeps a target id on the line of the SSE comment that names it:
+// the id is the configuration's, and a line break in one would end the
+// comment early.
+var oneLine = strings.NewReplacer("\n", " ", "\r", " ")
 
 // writeContinued writes a continuation's held events (those up to its
 // first), data rewritten, and drops them.
