@@ -98,10 +98,7 @@ func (k *checker) sharedHealth() {
 	if s == nil {
 		return
 	}
-	if s.Enabled == nil {
-		on := true
-		s.Enabled = &on
-	}
+	setDefault(&s.Enabled, true)
 	if *s.Enabled {
 		if s.Address == "" {
 			k.errorf(p+".address", "is required when shared_health is enabled (host:port of the Redis server)")
@@ -128,10 +125,7 @@ func (k *checker) sharedHealth() {
 	if s.TLS == nil {
 		s.TLS = &SharedHealthTLS{}
 	}
-	if s.TLS.Enabled == nil {
-		off := false
-		s.TLS.Enabled = &off
-	}
+	setDefault(&s.TLS.Enabled, false)
 	if !*s.TLS.Enabled && (s.TLS.CAFile != "" || s.TLS.ServerName != "") {
 		k.warnf(p+".tls", "ca_file and server_name are ignored while tls.enabled is false")
 	}
@@ -159,10 +153,7 @@ func (k *checker) sharedHealth() {
 	k.sharedDuration(p+".timeout", &s.Timeout, DefaultSharedTimeout, MaxSharedTimeout)
 	k.sharedDuration(p+".max_backoff", &s.MaxBackoff, DefaultSharedMaxBackoff, MaxSharedTimeout)
 	k.sharedDuration(p+".probe_lock_ttl", &s.ProbeLockTTL, DefaultSharedProbeLockTTL, MaxEjectionCooldown)
-	if s.ProbeLock == nil {
-		on := true
-		s.ProbeLock = &on
-	}
+	setDefault(&s.ProbeLock, true)
 	if s.QueueSize != nil && (*s.QueueSize < 1 || *s.QueueSize > MaxSharedQueueSize) {
 		k.errorf(p+".queue_size", "must be between 1 and %d, got %d", MaxSharedQueueSize, *s.QueueSize)
 	}

@@ -194,7 +194,8 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 	return k.warns, nil
 }
 
-func setDefault(p **int, v int) {
+// setDefault points *p at v when the key was left out (nil).
+func setDefault[T any](p **T, v T) {
 	if *p == nil {
 		*p = &v
 	}
@@ -588,21 +589,12 @@ func (k *checker) engine() {
 		e.RetryBudget = &RetryBudget{}
 	}
 	b := e.RetryBudget
-	if b.Enabled == nil {
-		t := true
-		b.Enabled = &t
-	}
-	if b.Percent == nil {
-		v := DefaultBudgetPercent
-		b.Percent = &v
-	}
+	setDefault(&b.Enabled, true)
+	setDefault(&b.Percent, DefaultBudgetPercent)
 	if !(*b.Percent >= 0 && *b.Percent <= 100) { // written so that NaN fails too
 		k.errorf("engine.retry_budget.percent", "must be between 0 and 100, got %g", *b.Percent)
 	}
-	if b.MinPerSecond == nil {
-		v := DefaultBudgetMinPerSecond
-		b.MinPerSecond = &v
-	}
+	setDefault(&b.MinPerSecond, DefaultBudgetMinPerSecond)
 	if !(*b.MinPerSecond >= 0) || math.IsInf(*b.MinPerSecond, 1) { // NaN fails too
 		k.errorf("engine.retry_budget.min_per_second", "must be a finite number, not negative, got %g", *b.MinPerSecond)
 	}
@@ -636,10 +628,7 @@ func (k *checker) engine() {
 	ph := e.PassiveHealth
 	k.passiveHealthKeys("engine.passive_health", ph)
 	k.enginePH = *ph
-	if ph.Enabled == nil {
-		on := true
-		ph.Enabled = &on
-	}
+	setDefault(&ph.Enabled, true)
 	setDefault(&ph.ConsecutiveFailures, DefaultConsecutiveFailures)
 	fill(&ph.Cooldown, DefaultCooldown)
 	fill(&ph.MaxCooldown, DefaultMaxCooldown)
