@@ -232,6 +232,13 @@ func (k *checker) millis(path string, v *int, required bool) {
 	k.atMost(path, v, MaxMilliseconds, "ms (one day)")
 }
 
+// nonNegative checks an optional count that may be 0.
+func (k *checker) nonNegative(path string, v *int) {
+	if v != nil && *v < 0 {
+		k.errorf(path, "must not be negative, got %d", *v)
+	}
+}
+
 func (k *checker) atMost(path string, v *int, limit int, unit string) {
 	if v != nil && *v > limit {
 		k.errorf(path, "must be at most %d %s, got %d", limit, unit, *v)
@@ -259,21 +266,15 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	}
 	k.strategy(p+".default_strategy", rp.DefaultStrategy, false)
 	setDefault(&rp.DefaultMaxAttempts, DefaultMaxAttempts)
-	if *rp.DefaultMaxAttempts < 0 {
-		k.errorf(p+".default_max_attempts", "must not be negative, got %d", *rp.DefaultMaxAttempts)
-	}
+	k.nonNegative(p+".default_max_attempts", rp.DefaultMaxAttempts)
 	switch rp.UnlistedFailover {
 	case "", UnlistedSameModel, UnlistedAny, UnlistedNone: // "" is any, and stays unwritten
 	default:
 		k.errorf(p+".unlisted_failover", "unknown unlisted_failover %q: use same_model, any or none", rp.UnlistedFailover)
 	}
-	if v := rp.SameModelPatienceMs; v != nil && *v < 0 {
-		k.errorf(p+".same_model_patience_ms", "must not be negative, got %d", *v)
-	}
+	k.nonNegative(p+".same_model_patience_ms", rp.SameModelPatienceMs)
 	k.atMost(p+".same_model_patience_ms", rp.SameModelPatienceMs, MaxMilliseconds, "ms (one day)")
-	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
-		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
-	}
+	k.nonNegative(p+".same_model_retries", rp.SameModelRetries)
 	if rp.Hedge != nil {
 		k.hedge(p+".hedge", rp.Hedge)
 		if rp.DefaultStrategy == SameModel {
@@ -289,9 +290,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
 		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
-		if v := r.SameModelRetries; v != nil && *v < 0 {
-			k.errorf(rpath+".same_model_retries", "must not be negative, got %d", *v)
-		}
+		k.nonNegative(rpath+".same_model_retries", r.SameModelRetries)
 		if len(r.Codes) == 0 {
 			k.errorf(rpath+".codes", "codes is required: a list of status codes or \"start-end\" ranges")
 		}
@@ -336,9 +335,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	if t := rp.OnTimeout; t != nil {
 		k.strategy(p+".on_timeout.strategy", t.Strategy, true)
 		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
-		if v := t.SameModelRetries; v != nil && *v < 0 {
-			k.errorf(p+".on_timeout.same_model_retries", "must not be negative, got %d", *v)
-		}
+		k.nonNegative(p+".on_timeout.same_model_retries", t.SameModelRetries)
 	}
 	if h := rp.OnHighLatency; h != nil {
 		hp := p + ".on_high_latency"
