@@ -162,19 +162,7 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 		default:
 			k.errorf(p+".continuation", "unknown continuation %q: use none, prefill, prefix or continue_final_message", mp.Continuation)
 		}
-		if strings.Contains(mp.AccessKey, "$") {
-			var missing []string
-			mp.AccessKey = os.Expand(mp.AccessKey, func(name string) string {
-				v, ok := os.LookupEnv(name)
-				if !ok {
-					missing = append(missing, name)
-				}
-				return v
-			})
-			for _, name := range missing {
-				k.warnf(p+".access_key", "environment variable %s is not set; the key expands to an empty string", name)
-			}
-		}
+		mp.AccessKey = k.expand(p+".access_key", mp.AccessKey, "the key")
 		if mp.Timeouts != nil {
 			k.timeouts(p+".timeouts", mp.Timeouts)
 		}
@@ -230,6 +218,27 @@ func (k *checker) seconds(path string, v *int, required bool) {
 func (k *checker) millis(path string, v *int, required bool) {
 	k.positive(path, v, required)
 	k.atMost(path, v, MaxMilliseconds, "ms (one day)")
+}
+
+// expand replaces $NAME and ${NAME} in v from the environment (access_key,
+// and shared_health's username and password), warning at path about a
+// variable that is not set; subject names the value in the warning.
+func (k *checker) expand(path, v, subject string) string {
+	if !strings.Contains(v, "$") {
+		return v
+	}
+	var missing []string
+	out := os.Expand(v, func(name string) string {
+		x, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return x
+	})
+	for _, name := range missing {
+		k.warnf(path, "environment variable %s is not set; %s expands to an empty string", name, subject)
+	}
+	return out
 }
 
 // nonNegative checks an optional count that may be 0.
