@@ -111,17 +111,11 @@ func (k *checker) hedge(p string, h *Hedge) {
 			k.errorf(p+".max_delay_ms", "must be at least min_delay_ms (%d), got %d", *h.MinDelayMs, *h.MaxDelayMs)
 		}
 	}
-	if h.BudgetPercent == nil {
-		v := DefaultHedgeBudgetPercent
-		h.BudgetPercent = &v
-	}
+	setDefault(&h.BudgetPercent, DefaultHedgeBudgetPercent)
 	if v := *h.BudgetPercent; !(v >= 0 && v <= 100) {
 		k.errorf(p+".budget_percent", "must be between 0 and 100, got %g", v)
 	}
-	if h.BudgetMinPerSecond == nil {
-		v := DefaultHedgeBudgetMinPerSecond
-		h.BudgetMinPerSecond = &v
-	}
+	setDefault(&h.BudgetMinPerSecond, DefaultHedgeBudgetMinPerSecond)
 	if v := *h.BudgetMinPerSecond; !(v >= 0) || math.IsInf(v, 1) {
 		k.errorf(p+".budget_min_per_second", "must be a finite number, not negative, got %g", v)
 	}

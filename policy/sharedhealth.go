@@ -98,10 +98,7 @@ func (k *checker) sharedHealth() {
 	if s == nil {
 		return
 	}
-	if s.Enabled == nil {
-		on := true
-		s.Enabled = &on
-	}
+	setDefault(&s.Enabled, true)
 	if *s.Enabled {
 		if s.Address == "" {
 			k.errorf(p+".address", "is required when shared_health is enabled (host:port of the Redis server)")
@@ -119,8 +116,8 @@ func (k *checker) sharedHealth() {
 			k.errorf(p+".address", "port must be a number from 1 to 65535, got %q", port)
 		}
 	}
-	s.Username = k.expand(p+".username", s.Username)
-	s.Password = k.expand(p+".password", s.Password)
+	s.Username = k.expand(p+".username", s.Username, "it")
+	s.Password = k.expand(p+".password", s.Password, "it")
 	if s.DB != nil && (*s.DB < 0 || *s.DB > 1<<20) {
 		k.errorf(p+".db", "must be between 0 and %d, got %d", 1<<20, *s.DB)
 	}
@@ -128,10 +125,7 @@ func (k *checker) sharedHealth() {
 	if s.TLS == nil {
 		s.TLS = &SharedHealthTLS{}
 	}
-	if s.TLS.Enabled == nil {
-		off := false
-		s.TLS.Enabled = &off
-	}
+	setDefault(&s.TLS.Enabled, false)
 	if !*s.TLS.Enabled && (s.TLS.CAFile != "" || s.TLS.ServerName != "") {
 		k.warnf(p+".tls", "ca_file and server_name are ignored while tls.enabled is false")
 	}
@@ -159,10 +153,7 @@ func (k *checker) sharedHealth() {
 	k.sharedDuration(p+".timeout", &s.Timeout, DefaultSharedTimeout, MaxSharedTimeout)
 	k.sharedDuration(p+".max_backoff", &s.MaxBackoff, DefaultSharedMaxBackoff, MaxSharedTimeout)
 	k.sharedDuration(p+".probe_lock_ttl", &s.ProbeLockTTL, DefaultSharedProbeLockTTL, MaxEjectionCooldown)
-	if s.ProbeLock == nil {
-		on := true
-		s.ProbeLock = &on
-	}
+	setDefault(&s.ProbeLock, true)
 	if s.QueueSize != nil && (*s.QueueSize < 1 || *s.QueueSize > MaxSharedQueueSize) {
 		k.errorf(p+".queue_size", "must be between 1 and %d, got %d", MaxSharedQueueSize, *s.QueueSize)
 	}
@@ -181,24 +172,4 @@ func (k *checker) sharedDuration(path string, d **Duration, def, limit time.Dura
 	case **d > Duration(limit):
 		k.errorf(path, "must be at most %s, got %s", limit, time.Duration(**d))
 	}
-}
-
-// expand replaces $NAME and ${NAME} in v from the environment, as
-// access_key does, warning at path about a variable that is not set.
-func (k *checker) expand(path, v string) string {
-	if !strings.Contains(v, "$") {
-		return v
-	}
-	var missing []string
-	out := os.Expand(v, func(name string) string {
-		x, ok := os.LookupEnv(name)
-		if !ok {
-			missing = append(missing, name)
-		}
-		return x
-	})
-	for _, name := range missing {
-		k.warnf(path, "environment variable %s is not set; it expands to an empty string", name)
-	}
-	return out
 }

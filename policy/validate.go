@@ -162,19 +162,7 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 		default:
 			k.errorf(p+".continuation", "unknown continuation %q: use none, prefill, prefix or continue_final_message", mp.Continuation)
 		}
-		if strings.Contains(mp.AccessKey, "$") {
-			var missing []string
-			mp.AccessKey = os.Expand(mp.AccessKey, func(name string) string {
-				v, ok := os.LookupEnv(name)
-				if !ok {
-					missing = append(missing, name)
-				}
-				return v
-			})
-			for _, name := range missing {
-				k.warnf(p+".access_key", "environment variable %s is not set; the key expands to an empty string", name)
-			}
-		}
+		mp.AccessKey = k.expand(p+".access_key", mp.AccessKey, "the key")
 		if mp.Timeouts != nil {
 			k.timeouts(p+".timeouts", mp.Timeouts)
 		}
@@ -194,7 +182,8 @@ func finalize(c *Config, line func(string) int) ([]Warning, error) {
 	return k.warns, nil
 }
 
-func setDefault(p **int, v int) {
+// setDefault points *p at v when the key was left out (nil).
+func setDefault[T any](p **T, v T) {
 	if *p == nil {
 		*p = &v
 	}
@@ -231,6 +220,34 @@ func (k *checker) millis(path string, v *int, required bool) {
 	k.atMost(path, v, MaxMilliseconds, "ms (one day)")
 }
 
+// expand replaces $NAME and ${NAME} in v from the environment (access_key,
+// and shared_health's username and password), warning at path about a
+// variable that is not set; subject names the value in the warning.
+func (k *checker) expand(path, v, subject string) string {
+	if !strings.Contains(v, "$") {
+		return v
+	}
+	var missing []string
+	out := os.Expand(v, func(name string) string {
+		x, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+		}
+		return x
+	})
+	for _, name := range missing {
+		k.warnf(path, "environment variable %s is not set; %s expands to an empty string", name, subject)
+	}
+	return out
+}
+
+// nonNegative checks an optional count that may be 0.
+func (k *checker) nonNegative(path string, v *int) {
+	if v != nil && *v < 0 {
+		k.errorf(path, "must not be negative, got %d", *v)
+	}
+}
+
 func (k *checker) atMost(path string, v *int, limit int, unit string) {
 	if v != nil && *v > limit {
 		k.errorf(path, "must be at most %d %s, got %d", limit, unit, *v)
@@ -258,21 +275,15 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	}
 	k.strategy(p+".default_strategy", rp.DefaultStrategy, false)
 	setDefault(&rp.DefaultMaxAttempts, DefaultMaxAttempts)
-	if *rp.DefaultMaxAttempts < 0 {
-		k.errorf(p+".default_max_attempts", "must not be negative, got %d", *rp.DefaultMaxAttempts)
-	}
+	k.nonNegative(p+".default_max_attempts", rp.DefaultMaxAttempts)
 	switch rp.UnlistedFailover {
 	case "", UnlistedSameModel, UnlistedAny, UnlistedNone: // "" is any, and stays unwritten
 	default:
 		k.errorf(p+".unlisted_failover", "unknown unlisted_failover %q: use same_model, any or none", rp.UnlistedFailover)
 	}
-	if v := rp.SameModelPatienceMs; v != nil && *v < 0 {
-		k.errorf(p+".same_model_patience_ms", "must not be negative, got %d", *v)
-	}
+	k.nonNegative(p+".same_model_patience_ms", rp.SameModelPatienceMs)
 	k.atMost(p+".same_model_patience_ms", rp.SameModelPatienceMs, MaxMilliseconds, "ms (one day)")
-	if rp.SameModelRetries != nil && *rp.SameModelRetries < 0 {
-		k.errorf(p+".same_model_retries", "must not be negative, got %d", *rp.SameModelRetries)
-	}
+	k.nonNegative(p+".same_model_retries", rp.SameModelRetries)
 	if rp.Hedge != nil {
 		k.hedge(p+".hedge", rp.Hedge)
 		if rp.DefaultStrategy == SameModel {
@@ -288,9 +299,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	for j := range rp.OnStatusCodes {
 		r := &rp.OnStatusCodes[j]
 		rpath := fmt.Sprintf("%s.on_status_codes[%d]", p, j)
-		if v := r.SameModelRetries; v != nil && *v < 0 {
-			k.errorf(rpath+".same_model_retries", "must not be negative, got %d", *v)
-		}
+		k.nonNegative(rpath+".same_model_retries", r.SameModelRetries)
 		if len(r.Codes) == 0 {
 			k.errorf(rpath+".codes", "codes is required: a list of status codes or \"start-end\" ranges")
 		}
@@ -335,9 +344,7 @@ func (k *checker) retryPolicy(p string, mp *ModelProvider, rp *RetryPolicy) {
 	if t := rp.OnTimeout; t != nil {
 		k.strategy(p+".on_timeout.strategy", t.Strategy, true)
 		k.positive(p+".on_timeout.max_attempts", t.MaxAttempts, true)
-		if v := t.SameModelRetries; v != nil && *v < 0 {
-			k.errorf(p+".on_timeout.same_model_retries", "must not be negative, got %d", *v)
-		}
+		k.nonNegative(p+".on_timeout.same_model_retries", t.SameModelRetries)
 	}
 	if h := rp.OnHighLatency; h != nil {
 		hp := p + ".on_high_latency"
@@ -588,21 +595,12 @@ func (k *checker) engine() {
 		e.RetryBudget = &RetryBudget{}
 	}
 	b := e.RetryBudget
-	if b.Enabled == nil {
-		t := true
-		b.Enabled = &t
-	}
-	if b.Percent == nil {
-		v := DefaultBudgetPercent
-		b.Percent = &v
-	}
+	setDefault(&b.Enabled, true)
+	setDefault(&b.Percent, DefaultBudgetPercent)
 	if !(*b.Percent >= 0 && *b.Percent <= 100) { // written so that NaN fails too
 		k.errorf("engine.retry_budget.percent", "must be between 0 and 100, got %g", *b.Percent)
 	}
-	if b.MinPerSecond == nil {
-		v := DefaultBudgetMinPerSecond
-		b.MinPerSecond = &v
-	}
+	setDefault(&b.MinPerSecond, DefaultBudgetMinPerSecond)
 	if !(*b.MinPerSecond >= 0) || math.IsInf(*b.MinPerSecond, 1) { // NaN fails too
 		k.errorf("engine.retry_budget.min_per_second", "must be a finite number, not negative, got %g", *b.MinPerSecond)
 	}
@@ -636,10 +634,7 @@ func (k *checker) engine() {
 	ph := e.PassiveHealth
 	k.passiveHealthKeys("engine.passive_health", ph)
 	k.enginePH = *ph
-	if ph.Enabled == nil {
-		on := true
-		ph.Enabled = &on
-	}
+	setDefault(&ph.Enabled, true)
 	setDefault(&ph.ConsecutiveFailures, DefaultConsecutiveFailures)
 	fill(&ph.Cooldown, DefaultCooldown)
 	fill(&ph.MaxCooldown, DefaultMaxCooldown)
