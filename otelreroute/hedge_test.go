@@ -7,7 +7,6 @@ import (
 	"testing/synctest"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/reroute-go/reroute/engine"
 	"github.com/reroute-go/reroute/otelreroute"
@@ -19,25 +18,15 @@ import (
 // reroute.attempt.abandoned, with no error.type, class or Error status.
 func TestHedgeLoserSpan(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg, _, err := policy.Parse([]byte(`
+		e := newEngine(t, `
 model_providers:
   - model: openai/gpt-4o
     retry_policy:
       fallback_models: [anthropic/claude-3-5-sonnet]
       hedge: {delay_ms: 1000}
   - model: anthropic/claude-3-5-sonnet
-`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := engine.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e.Close()
-		spans := tracetest.NewInMemoryExporter()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-		defer tp.Shutdown(context.Background())
+`)
+		spans, tp := memoryProvider(t)
 		tr := otelreroute.New(e.Compiled(), otelreroute.WithTracerProvider(tp))
 		ctx, end := tr.StartRequest(context.Background(), "openai/gpt-4o")
 		res, err := e.Do(ctx, "openai/gpt-4o", tr.WrapCall(func(ctx context.Context, a engine.Attempt) policy.Outcome {

@@ -99,7 +99,9 @@ type gateway struct {
 	served chan struct{} // one value per request the handler has finished, end of its span included
 }
 
-func newGateway(t *testing.T, yaml string) *gateway {
+// newEngine builds an engine for yaml and closes it at the end of the
+// test.
+func newEngine(t *testing.T, yaml string) *engine.Engine {
 	t.Helper()
 	cfg, _, err := policy.Parse([]byte(strings.TrimSpace(yaml)))
 	if err != nil {
@@ -109,6 +111,22 @@ func newGateway(t *testing.T, yaml string) *gateway {
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// memoryProvider is an SDK provider that exports synchronously to the
+// returned exporter, shut down at the end of the test.
+func memoryProvider(t *testing.T, opts ...sdktrace.TracerProviderOption) (*tracetest.InMemoryExporter, *sdktrace.TracerProvider) {
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(append([]sdktrace.TracerProviderOption{sdktrace.WithSyncer(spans)}, opts...)...)
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return spans, tp
+}
+
+func newGateway(t *testing.T, yaml string) *gateway {
+	t.Helper()
+	e := newEngine(t, yaml)
 	g := &gateway{t: t, e: e, spans: tracetest.NewInMemoryExporter(), served: make(chan struct{}, 16)}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(g.spans), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	tr := otelreroute.New(e.Compiled(),

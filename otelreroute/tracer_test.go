@@ -280,18 +280,8 @@ func spanRequestID(s tracetest.SpanStub) string {
 // Without a recording span in its context, a wrapped call is the call:
 // no span is made, and nothing is injected.
 func TestWrapCallUntraced(t *testing.T) {
-	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans), sdktrace.WithSampler(sdktrace.NeverSample()))
-	defer tp.Shutdown(context.Background())
+	e := newEngine(t, "model_providers: [{model: openai/gpt-4o}]")
+	spans, tp := memoryProvider(t, sdktrace.WithSampler(sdktrace.NeverSample()))
 	for _, tc := range []struct {
 		name string
 		opt  otelreroute.Option
@@ -323,18 +313,8 @@ func TestWrapCallUntraced(t *testing.T) {
 // A call that panics still ends its span, as failed; the engine ends the
 // request with a *PanicError, and the request span says so.
 func TestWrapCallPanic(t *testing.T) {
-	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	defer tp.Shutdown(context.Background())
+	e := newEngine(t, "model_providers: [{model: openai/gpt-4o}]")
+	spans, tp := memoryProvider(t)
 	tr := otelreroute.New(e.Compiled(), otelreroute.WithTracerProvider(tp), otelreroute.WithClock(&stepClock{}))
 	ctx, end := tr.StartRequest(context.Background(), "openai/gpt-4o")
 	res, err := e.Do(ctx, "openai/gpt-4o", tr.WrapCall(func(context.Context, engine.Attempt) policy.Outcome {
@@ -358,18 +338,8 @@ func TestWrapCallPanic(t *testing.T) {
 
 // An attempt that continues a committed answer says so on its span.
 func TestContinuationAttempt(t *testing.T) {
-	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n    retry_policy: {default_strategy: same_model}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	spans := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
-	defer tp.Shutdown(context.Background())
+	e := newEngine(t, "model_providers: [{model: openai/gpt-4o, retry_policy: {default_strategy: same_model}}]")
+	spans, tp := memoryProvider(t)
 	tr := otelreroute.New(e.Compiled(), otelreroute.WithTracerProvider(tp))
 	ctx, end := tr.StartRequest(context.Background(), "openai/gpt-4o")
 	call := tr.WrapCall(func(context.Context, engine.Attempt) policy.Outcome { return policy.Outcome{Status: 200} })

@@ -142,21 +142,13 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 		Name: name("retries_total"),
 		Help: "Decisions to make another attempt, by the target of that attempt; kind failover when it differs from the target that failed, same_target otherwise.",
 	}, []string{"target", "kind"})
-	col.retries = make([][2]prometheus.Counter, nt)
-	for t := range nt {
-		col.retries[t][retrySame] = col.retriesVec.WithLabelValues(c.Targets[t], "same_target")
-		col.retries[t][retryFailover] = col.retriesVec.WithLabelValues(c.Targets[t], "failover")
-	}
+	col.retries = kindChildrenOf(col.retriesVec, c.Targets)
 
 	col.contVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("continuations_total"),
 		Help: "Attempts decided to continue a streamed answer that failed after commit, by the target that continues it; kind same_target when it continues its own answer, failover otherwise.",
 	}, []string{"target", "kind"})
-	col.conts = make([][2]prometheus.Counter, nt)
-	for t := range nt {
-		col.conts[t][retrySame] = col.contVec.WithLabelValues(c.Targets[t], "same_target")
-		col.conts[t][retryFailover] = col.contVec.WithLabelValues(c.Targets[t], "failover")
-	}
+	col.conts = kindChildrenOf(col.contVec, c.Targets)
 
 	col.hedgesVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("hedges_total"),
@@ -166,10 +158,8 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 		Name: name("abandoned_attempts_total"),
 		Help: "Attempts cancelled because the other attempt of a hedge's race answered first, by target; they are not in reroute_attempts_total.",
 	}, []string{"target"})
-	for t := range nt {
-		col.hedges = append(col.hedges, col.hedgesVec.WithLabelValues(c.Targets[t]))
-		col.lost = append(col.lost, col.lostVec.WithLabelValues(c.Targets[t]))
-	}
+	col.hedges = childrenOf(col.hedgesVec, c.Targets)
+	col.lost = childrenOf(col.lostVec, c.Targets)
 
 	col.exhaustVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("exhaustions_total"),
@@ -196,10 +186,8 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 		Name: name("recoveries_total"),
 		Help: "Recoveries of ejected identifiers after a successful probe, by identifier.",
 	}, []string{"id"})
-	for _, n := range col.names {
-		col.eject = append(col.eject, col.ejectVec.WithLabelValues(n))
-		col.recovered = append(col.recovered, col.recoverVec.WithLabelValues(n))
-	}
+	col.eject = childrenOf(col.ejectVec, col.names)
+	col.recovered = childrenOf(col.recoverVec, col.names)
 
 	col.probeVec = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("probes_total"),
@@ -215,11 +203,9 @@ func New(c *policy.Compiled, opts ...Option) *Collector {
 		Help:    "Time from the start of an attempt to the end of its answer, by target; a stream is observed when it ends (Result.End).",
 		Buckets: o.latency,
 	}, []string{"target"})
-	for t := range nt {
-		col.probes = append(col.probes, col.probeVec.WithLabelValues(c.Targets[t]))
-		col.ttfb = append(col.ttfb, col.ttfbVec.WithLabelValues(c.Targets[t]))
-		col.total = append(col.total, col.totalVec.WithLabelValues(c.Targets[t]))
-	}
+	col.probes = childrenOf(col.probeVec, c.Targets)
+	col.ttfb = childrenOf(col.ttfbVec, c.Targets)
+	col.total = childrenOf(col.totalVec, c.Targets)
 	col.wait = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    name("retry_wait_seconds"),
 		Help:    "Wait the engine added before a retry (backoff or Retry-After), 0 for none.",
@@ -323,27 +309,26 @@ func (c *Collector) attempt(ev engine.AttemptEvent) {
 }
 
 func (c *Collector) retry(ev engine.RetryEvent) {
-	if uint(ev.ToIndex) >= uint(len(c.retries)) {
-		return
-	}
-	kind := retrySame
-	if ev.ToIndex != ev.FromIndex {
-		kind = retryFailover
-	}
-	c.retries[ev.ToIndex][kind].Inc()
-	c.wait.Observe(ev.Wait.Seconds())
+	c.countNext(c.retries, ev.FromIndex, ev.ToIndex, ev.Wait)
 }
 
 func (c *Collector) continued(ev engine.ContinueEvent) {
-	if uint(ev.ToIndex) >= uint(len(c.conts)) {
+	c.countNext(c.conts, ev.FromIndex, ev.ToIndex, ev.Wait)
+}
+
+// countNext counts, in counters (retries or continuations), an attempt
+// decided on target to after one on from, and observes the wait before
+// it.
+func (c *Collector) countNext(counters [][2]prometheus.Counter, from, to int, wait time.Duration) {
+	if uint(to) >= uint(len(counters)) {
 		return
 	}
 	kind := retrySame
-	if ev.ToIndex != ev.FromIndex {
+	if to != from {
 		kind = retryFailover
 	}
-	c.conts[ev.ToIndex][kind].Inc()
-	c.wait.Observe(ev.Wait.Seconds())
+	counters[to][kind].Inc()
+	c.wait.Observe(wait.Seconds())
 }
 
 func (c *Collector) hedge(ev engine.HedgeEvent) {
@@ -460,6 +445,27 @@ func (c *Collector) collectActive(ch chan<- prometheus.Metric, blocks []health.B
 			ch <- prometheus.MustNewConstMetric(c.activeDesc, prometheus.GaugeValue, v, n, k.String())
 		}
 	}
+}
+
+// childrenOf makes v's child for each label value, in order: the children
+// the hooks index without a label lookup.
+func childrenOf[T any](v interface{ WithLabelValues(...string) T }, values []string) []T {
+	children := make([]T, len(values))
+	for i, lv := range values {
+		children[i] = v.WithLabelValues(lv)
+	}
+	return children
+}
+
+// kindChildrenOf makes v's same_target and failover children for each
+// target, indexed by retrySame and retryFailover.
+func kindChildrenOf(v *prometheus.CounterVec, targets []string) [][2]prometheus.Counter {
+	children := make([][2]prometheus.Counter, len(targets))
+	for t, target := range targets {
+		children[t][retrySame] = v.WithLabelValues(target, "same_target")
+		children[t][retryFailover] = v.WithLabelValues(target, "failover")
+	}
+	return children
 }
 
 func (c *Collector) vectors() []prometheus.Collector {

@@ -298,11 +298,7 @@ func TestAttachRefusesAnotherConfiguration(t *testing.T) {
 
 // A stream's duration is observed when it ends, through the End hook.
 func TestCollectorObservesStreamEnd(t *testing.T) {
-	cfg, _, err := policy.Parse([]byte("model_providers:\n  - model: openai/gpt-4o\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := prom.New(cfg.Compiled())
+	c := prom.New(mustConfig(t, "model_providers: [{model: openai/gpt-4o}]").Compiled())
 	h := c.Hooks()
 	h.End(engine.EndEvent{Target: "openai/gpt-4o", Index: 0, Total: 2 * time.Second})
 	h.End(engine.EndEvent{Target: "nope", Index: 7, Total: time.Second}) // out of range: ignored
