@@ -80,8 +80,17 @@
 // ends one a clear ([Fact.Strike], [Fact.Clear]), which the importer counts
 // with its own, so that a fleet ejects after the threshold's worth of
 // failures in a row among all its replicas. Facts name targets and
-// providers by id; [MaxDuration] is what a configuration allows, to cap
+// providers by name (a target id such as "openai/gpt-4o", a provider
+// name), never by index; [MaxDuration] is what a configuration allows, to cap
 // what is imported.
+//
+// # Times to first token
+//
+// For policies that hedge by percentile (docs/behaviour.md#hedging) the
+// actor also keeps each target's recent times to first token: reported
+// without waiting ([Actor.ReportTTFB]), kept in a [TTFBWindow] (the pure
+// core, the last 128 per target) and published once per tick and on Sync
+// as a table that [Actor.TTFB] reads with one atomic load.
 //
 // docs/architecture.md, section "Health state", explains the design and
 // the measured costs behind it.

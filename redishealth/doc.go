@@ -18,7 +18,7 @@
 // actor's snapshot only: no request ever waits for Redis.
 //
 // Facts carry the time left, not a deadline, so clocks apart do not
-// matter; they name targets and providers by id, so replicas with
+// matter; they name targets and providers by name, not index, so replicas with
 // different configurations can share a Redis: a name or rule a replica
 // does not have is ignored, and every duration is capped by the
 // receiver's own maximum. Messages are checked field by field; anything
@@ -41,7 +41,10 @@
 // arrives as a fact or the lock expires: about one probe per cooldown for
 // the fleet. The winner releases the lock with its outcome. A recovery
 // made while Redis was unreachable is replayed at the reconnection unless
-// a stored ejection may be newer.
+// a stored ejection may be newer. Every recovery also leaves a mark in
+// Redis, so that a replica that missed its message (it was reconnecting)
+// ends its own copy of the ejection at its connection instead of writing
+// it back (recovered.go).
 //
 // # Usage
 //
